@@ -1,0 +1,1 @@
+"""Agent learning: phase 3 imagination training (PMPO), returns, and evaluation."""

@@ -1,0 +1,189 @@
+"""Transformer building blocks shared by the tokenizer and the dynamics model.
+
+Pre-RMSNorm blocks with RoPE, SwiGLU, QK-norm, attention-logit soft-capping and grouped-query
+attention (DreamerV4 §3, arXiv 2509.24527).
+
+Dimension letters: ``b`` batch, ``n`` query tokens, ``m`` key tokens, ``h`` query heads,
+``g`` key/value heads, ``e`` head width, ``d`` model width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x * self.weight.float()).to(dtype)
+
+
+def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """Cosines and sines for rotary embeddings.
+
+    Args:
+        positions: integer or float positions, any shape ``[...]``.
+        head_dim: even head width ``e``.
+    Returns:
+        ``(cos, sin)``, each ``[..., e/2]`` float32.
+    """
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head width, got {head_dim}")
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    ang = positions.float().unsqueeze(-1) * inv_freq
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x [b, h, n, e]`` by angles ``cos/sin`` broadcastable to ``[b, 1, n, e/2]``."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w_gate = nn.Linear(dim, hidden, bias=False)
+        self.w_up = nn.Linear(dim, hidden, bias=False)
+        self.w_down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+
+
+def swiglu_hidden(dim: int, mult: float = 8 / 3, multiple_of: int = 32) -> int:
+    h = int(dim * mult)
+    return multiple_of * ((h + multiple_of - 1) // multiple_of)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with GQA, QK-norm, RoPE and logit soft-capping.
+
+    ``forward`` returns the output and the (rotated) keys/values of the *new* tokens, so a caller can
+    cache them; ``past_kv`` prepends cached keys/values (already rotated at their own positions).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        qk_norm: bool = True,
+        softcap: float | None = 50.0,
+        rope_base: float = 10000.0,
+        use_rope: bool = True,
+    ) -> None:
+        super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
+        if dim % n_heads or n_heads % n_kv_heads:
+            raise ValueError(
+                f"dim={dim} must divide by n_heads={n_heads}, and n_heads by n_kv_heads={n_kv_heads}"
+            )
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = dim // n_heads
+        self.softcap = softcap
+        self.rope_base = rope_base
+        self.use_rope = use_rope
+        self.q = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * n_kv_heads * self.head_dim, bias=False)
+        self.out = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+        past_kv: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """
+        Args:
+            x: ``[b, n, d]``.
+            positions: ``[n]`` or ``[b, n]`` RoPE positions of the new tokens.
+            mask: bool, True = may attend, broadcastable to ``[b, h, n, m]`` with
+                ``m = past + n`` keys; None = full attention.
+            past_kv: cached ``(k, v)``, each ``[b, g, m_past, e]``.
+        Returns:
+            ``(out [b, n, d], (k_new, v_new))`` with ``k_new, v_new [b, g, n, e]``.
+        """
+        b, n, _ = x.shape
+        e, h, g = self.head_dim, self.n_heads, self.n_kv_heads
+        q = self.q(x).view(b, n, h, e).transpose(1, 2)  # b h n e
+        k, v = self.kv(x).view(b, n, 2, g, e).permute(2, 0, 3, 1, 4)  # each b g n e
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.use_rope:
+            if positions is None:
+                positions = torch.arange(n, device=x.device)
+            cos, sin = rope_angles(positions, e, self.rope_base)
+            if cos.dim() == 2:  # [n, e/2] -> [1, 1, n, e/2]
+                cos, sin = cos[None, None], sin[None, None]
+            else:  # [b, n, e/2] -> [b, 1, n, e/2]
+                cos, sin = cos[:, None], sin[:, None]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        new_kv = (k, v)
+        if past_kv is not None:
+            k = torch.cat((past_kv[0], k), dim=2)
+            v = torch.cat((past_kv[1], v), dim=2)
+        out = attend(q, k, v, mask, self.softcap)  # b h n e
+        out = out.transpose(1, 2).reshape(b, n, h * e)
+        return self.out(out), new_kv
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, softcap: float | None) -> Tensor:
+    """Scaled dot-product attention with soft-capped logits; ``k, v`` may have fewer heads (GQA)."""
+    h, g = q.shape[1], k.shape[1]
+    if g != h:
+        k = k.repeat_interleave(h // g, dim=1)
+        v = v.repeat_interleave(h // g, dim=1)
+    logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    attn = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+    return attn @ v
+
+
+class Block(nn.Module):
+    """Pre-RMSNorm transformer block: ``x + attn(norm(x))``, then ``x + swiglu(norm(x))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        mlp_mult: float = 8 / 3,
+        qk_norm: bool = True,
+        softcap: float | None = 50.0,
+        use_rope: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(dim)
+        self.attn = Attention(dim, n_heads, n_kv_heads, qk_norm, softcap, use_rope=use_rope)
+        self.norm2 = RMSNorm(dim)
+        self.mlp = SwiGLU(dim, swiglu_hidden(dim, mlp_mult))
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+        past_kv: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, new_kv = self.attn(self.norm1(x), positions, mask, past_kv)
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return x, new_kv
