@@ -49,7 +49,7 @@ def direction_to_bin(dx: float, dy_up: float) -> int:
     if dx == 0 and dy_up == 0:
         return STAND
     angle = math.degrees(math.atan2(dy_up, dx)) % 360.0
-    return int(round(angle / 20.0)) % N_DIRECTIONS
+    return round(angle / 20.0) % N_DIRECTIONS
 
 
 def bin_to_unit(k: int) -> tuple[float, float]:
@@ -71,5 +71,7 @@ def check_action(action: np.ndarray | list[int]) -> np.ndarray:
         )
     a = a.astype(np.int64)
     if not (0 <= a[0] < N_MOVE) or np.any((a[1:] < 0) | (a[1:] > 1)):
-        raise ValueError(f"action out of range: movement must be 0..18 and keys 0/1, got {a.tolist()}")
+        raise ValueError(
+            f"action out of range: movement must be 0..18 and keys 0/1, got {a.tolist()}"
+        )
     return a

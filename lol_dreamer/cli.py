@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         mods = [(n, m) for n, m in mods if m is not None]
         if not mods:
             continue
-        gp = sub.add_parser(group, help=f"{group} a component ({', '.join(n.replace('_', '-') for n, _ in mods)})")
+        gp = sub.add_parser(
+            group, help=f"{group} a component ({', '.join(n.replace('_', '-') for n, _ in mods)})"
+        )
         gsub = gp.add_subparsers(dest=f"{group}_what", metavar="WHAT")
         for _, m in mods:
             m.register(gsub)

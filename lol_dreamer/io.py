@@ -48,4 +48,6 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the file is damaged — delete or regenerate it") from e
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); the file is damaged — delete or regenerate it"
+        ) from e

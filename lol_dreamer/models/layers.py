@@ -40,7 +40,9 @@ def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tupl
     """
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head width, got {head_dim}")
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    inv_freq = base ** (
+        -torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    )
     ang = positions.float().unsqueeze(-1) * inv_freq
     return ang.cos(), ang.sin()
 
