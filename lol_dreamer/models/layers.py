@@ -47,6 +47,37 @@ def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tupl
     return ang.cos(), ang.sin()
 
 
+def axial_rope_angles(
+    positions: Tensor, head_dim: int, sections: tuple[int, ...], base: float = 10000.0
+) -> tuple[Tensor, Tensor]:
+    """Cosines and sines for multi-axis (e.g. time, row, column) rotary embeddings.
+
+    The ``e/2`` rotation pairs of a head are split into ``sections`` (one count per axis); axis
+    ``a`` rotates its pairs by ``positions[..., a]`` with its own frequency ladder. Angles are formed
+    in float64 and reduced mod 2π, so large positions (long streams) keep full float32 precision.
+
+    Args:
+        positions: ``[..., A]`` positions, one column per axis.
+        head_dim: even head width ``e``.
+        sections: ``A`` pair counts summing to ``e/2``.
+    Returns:
+        ``(cos, sin)``, each ``[..., e/2]`` float32.
+    """
+    if head_dim % 2 or sum(sections) != head_dim // 2 or len(sections) != positions.shape[-1]:
+        raise ValueError(
+            f"axial RoPE needs an even head width and one section per axis summing to e/2; got "
+            f"head_dim={head_dim}, sections={sections}, {positions.shape[-1]} position axes"
+        )
+    angles = []
+    for a, k in enumerate(sections):
+        if k == 0:
+            continue
+        inv_freq = base ** (-torch.arange(k, device=positions.device, dtype=torch.float64) / k)
+        angles.append(positions[..., a : a + 1].double() * inv_freq)
+    ang = torch.remainder(torch.cat(angles, dim=-1), 2 * math.pi).float()
+    return ang.cos(), ang.sin()
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x [b, h, n, e]`` by angles ``cos/sin`` broadcastable to ``[b, 1, n, e/2]``."""
     x1, x2 = x.float().chunk(2, dim=-1)
@@ -110,6 +141,7 @@ class Attention(nn.Module):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         past_kv: tuple[Tensor, Tensor] | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """
         Args:
@@ -118,6 +150,8 @@ class Attention(nn.Module):
             mask: bool, True = may attend, broadcastable to ``[b, h, n, m]`` with
                 ``m = past + n`` keys; None = full attention.
             past_kv: cached ``(k, v)``, each ``[b, g, m_past, e]``.
+            rope: precomputed ``(cos, sin)``, each ``[n, e/2]`` or ``[b, n, e/2]`` (e.g. from
+                :func:`axial_rope_angles`); overrides ``positions`` when given.
         Returns:
             ``(out [b, n, d], (k_new, v_new))`` with ``k_new, v_new [b, g, n, e]``.
         """
@@ -127,9 +161,12 @@ class Attention(nn.Module):
         k, v = self.kv(x).view(b, n, 2, g, e).permute(2, 0, 3, 1, 4)  # each b g n e
         q, k = self.q_norm(q), self.k_norm(k)
         if self.use_rope:
-            if positions is None:
-                positions = torch.arange(n, device=x.device)
-            cos, sin = rope_angles(positions, e, self.rope_base)
+            if rope is not None:
+                cos, sin = rope
+            else:
+                if positions is None:
+                    positions = torch.arange(n, device=x.device)
+                cos, sin = rope_angles(positions, e, self.rope_base)
             if cos.dim() == 2:  # [n, e/2] -> [1, 1, n, e/2]
                 cos, sin = cos[None, None], sin[None, None]
             else:  # [b, n, e/2] -> [b, 1, n, e/2]
@@ -184,8 +221,9 @@ class Block(nn.Module):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         past_kv: tuple[Tensor, Tensor] | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, new_kv = self.attn(self.norm1(x), positions, mask, past_kv)
+        a, new_kv = self.attn(self.norm1(x), positions, mask, past_kv, rope)
         x = x + a
         x = x + self.mlp(self.norm2(x))
         return x, new_kv
