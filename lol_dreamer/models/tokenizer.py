@@ -1,0 +1,375 @@
+"""Block-causal transformer video tokenizer (DreamerV4 §3.1, arXiv 2509.24527).
+
+Per frame the encoder sees ``P`` patch tokens and ``N_b`` learned latent tokens. Patches attend to the
+patches of their own frame; latents attend to everything in their frame and in the ``window`` frames
+before it. The latents leave through a linear → tanh bottleneck (N_b × D_b, reshaped to n_z × d_z).
+The decoder turns each frame's latents back into tokens, adds fresh learned patch queries, lets the
+queries attend to their frame's queries and to the latents of their frame and the ``window`` frames
+before it, and lets latents attend only to latents (same window). Both halves are causal in time, so a
+frame can be encoded or decoded as soon as it arrives: :meth:`TransformerTokenizer.encoder_stream` and
+:meth:`TransformerTokenizer.decoder_stream` do so with a cache bounded by ``window`` frames and give
+the same numbers as the clip path.
+
+Positions: axial RoPE over (time, row, column). A head's rotation pairs are split between the three
+axes (time gets the remainder); patch tokens sit at their patch's grid cell and latent tokens are
+spread evenly over the same grid, so each latent starts with a spatial locality prior. Time is the
+absolute frame index; only differences matter, and angles are reduced mod 2π in float64, so a stream
+of any length matches the clip result.
+
+MAE (training): each image draws a drop probability ``p ~ U(0, mae_max_ratio)`` and replaces each
+patch, with probability ``p``, by a learned mask embedding.
+
+Dimension letters: ``b`` batch, ``t`` frames, ``s`` tokens per frame, ``P`` patches per frame,
+``N`` latent tokens per frame (N_b), ``D`` bottleneck width (D_b), ``d`` model width.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from lol_dreamer.models.layers import Block, RMSNorm, axial_rope_angles
+from lol_dreamer.models.tokenizer_config import TokenizerConfig
+
+__all__ = ["TokenizerConfig", "TransformerTokenizer", "check_frames", "mask_rule"]
+
+
+def check_frames(frames: Tensor, cfg: TokenizerConfig, ndim: int = 5) -> None:
+    """Raise a ValueError naming the expected layout when ``frames`` does not fit ``cfg``."""
+    want = (cfg.channels, cfg.res, cfg.res)
+    if frames.dim() != ndim or tuple(frames.shape[-3:]) != want:
+        lead = "[b, t, " if ndim == 5 else "[b, "
+        raise ValueError(
+            f"expected frames {lead}{cfg.channels}, {cfg.res}, {cfg.res}] float in [0, 1], got "
+            f"{tuple(frames.shape)}; convert uint8 [.., H, W, 3] with x.permute(..., 3, 1, 2) / 255"
+        )
+
+
+def mask_rule(kind: str, q_latent: Tensor, k_latent: Tensor, dt: Tensor, window: int) -> Tensor:
+    """Who may attend to whom in the tokenizer (True = may attend).
+
+    Args:
+        kind: ``"enc"`` or ``"dec"``.
+        q_latent: ``[n]`` bool, query is a latent token.
+        k_latent: ``[m]`` bool, key is a latent token.
+        dt: ``[n, m]`` (or broadcastable) query frame index minus key frame index.
+        window: past frames visible.
+    Returns:
+        ``[n, m]`` bool.
+    """
+    ql, kl = q_latent[:, None], k_latent[None, :]
+    same = dt == 0
+    recent = (dt >= 0) & (dt <= window)
+    if kind == "enc":  # latents read everything recent; patches read their own frame's patches
+        return (ql & recent) | (~ql & ~kl & same)
+    # decoder: patch queries read own-frame queries and recent latents; latents read recent latents
+    return (~ql & ((~kl & same) | (kl & recent))) | (ql & kl & recent)
+
+
+class TransformerTokenizer(nn.Module):
+    """Block-causal transformer tokenizer with a tanh bottleneck and MAE patch dropout.
+
+    Example:
+        >>> tok = TransformerTokenizer(TokenizerConfig.preset("test", res=32))
+        >>> z = tok.encode(torch.rand(2, 3, 3, 32, 32))  # [2, 3, n_z, d_z]
+        >>> frames = tok.decode(z)  # [2, 3, 3, 32, 32]
+    """
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        if cfg.arch != "transformer":
+            raise ValueError(f"TransformerTokenizer got arch={cfg.arch!r}; use build_tokenizer()")
+        self.cfg = cfg
+        d, P, N = cfg.dim, cfg.n_patches, cfg.n_latents
+        pdim = cfg.patch * cfg.patch * cfg.channels
+        self.patch_embed = nn.Linear(pdim, d)
+        self.mask_embed = nn.Parameter(torch.randn(d) * 0.02)
+        self.enc_latents = nn.Parameter(torch.randn(N, d) * 0.02)
+        self.enc_blocks = nn.ModuleList(self._block() for _ in range(cfg.enc_depth))
+        self.enc_norm = RMSNorm(d)
+        self.to_bottleneck = nn.Linear(d, cfg.bottleneck)
+        self.from_bottleneck = nn.Linear(cfg.bottleneck, d)
+        self.dec_latents = nn.Parameter(torch.randn(N, d) * 0.02)
+        self.patch_queries = nn.Parameter(torch.randn(P, d) * 0.02)
+        self.dec_blocks = nn.ModuleList(self._block() for _ in range(cfg.dec_depth))
+        self.dec_norm = RMSNorm(d)
+        self.to_pixels = nn.Linear(d, pdim)
+        nn.init.zeros_(self.to_pixels.weight)  # start from mid-grey
+        nn.init.zeros_(self.to_pixels.bias)
+        # Per-frame token order: encoder [patches, latents]; decoder [latents, patch queries].
+        self.register_buffer("_enc_is_latent", torch.arange(P + N) >= P, persistent=False)
+        self.register_buffer("_dec_is_latent", torch.arange(N + P) < N, persistent=False)
+        self.register_buffer(
+            "_enc_pos", torch.cat((self._patch_grid(), self._latent_grid())), persistent=False
+        )
+        self.register_buffer(
+            "_dec_pos", torch.cat((self._latent_grid(), self._patch_grid())), persistent=False
+        )
+        half = cfg.dim // cfg.heads // 2
+        self.rope_sections = (half - 2 * (half // 3), half // 3, half // 3)
+
+    def _block(self) -> Block:
+        c = self.cfg
+        return Block(c.dim, c.heads, c.kv_heads, c.mlp_mult, qk_norm=True, softcap=c.softcap)
+
+    def _patch_grid(self) -> Tensor:
+        g = self.cfg.res // self.cfg.patch
+        rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        return torch.stack((rows.flatten(), cols.flatten()), -1).float()  # P 2
+
+    def _latent_grid(self) -> Tensor:
+        """Spread the N latents evenly over the patch grid (row-major, cell centres)."""
+        g, n = self.cfg.res // self.cfg.patch, self.cfg.n_latents
+        side = int(n**0.5)
+        while n % side:
+            side -= 1
+        rows, cols = side, n // side
+        i = torch.arange(n)
+        r = (i // cols + 0.5) * g / rows - 0.5
+        c = (i % cols + 0.5) * g / cols - 0.5
+        return torch.stack((r, c), -1).float()  # N 2
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _rope(self, spatial: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
+        """Axial RoPE angles for ``times [t]`` × ``spatial [s, 2]`` → each ``[t*s, e/2]``."""
+        t, s = times.shape[0], spatial.shape[0]
+        pos = torch.cat(
+            (times.double()[:, None, None].expand(t, s, 1), spatial.double()[None].expand(t, s, 2)),
+            -1,
+        )
+        head = self.cfg.dim // self.cfg.heads
+        return axial_rope_angles(
+            pos.reshape(t * s, 3), head, self.rope_sections, self.cfg.rope_base
+        )
+
+    def _clip_mask(self, kind: str, t: int, device: torch.device) -> Tensor:
+        is_lat = self._enc_is_latent if kind == "enc" else self._dec_is_latent
+        s = is_lat.shape[0]
+        frame = torch.arange(t, device=device).repeat_interleave(s)
+        lat = is_lat.repeat(t)
+        return mask_rule(kind, lat, lat, frame[:, None] - frame[None, :], self.cfg.window)
+
+    def patchify(self, frames: Tensor) -> Tensor:
+        """``[b, t, c, H, W]`` → ``[b, t, P, p*p*c]``."""
+        p = self.cfg.patch
+        return rearrange(frames, "b t c (h p) (w q) -> b t (h w) (p q c)", p=p, q=p)
+
+    def unpatchify(self, patches: Tensor) -> Tensor:
+        """``[b, t, P, p*p*c]`` → ``[b, t, c, H, W]``."""
+        p, g = self.cfg.patch, self.cfg.res // self.cfg.patch
+        return rearrange(patches, "b t (h w) (p q c) -> b t c (h p) (w q)", h=g, w=g, p=p, q=p)
+
+    def sample_mae_mask(
+        self,
+        b: int,
+        t: int,
+        device: torch.device | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Draw the MAE drop pattern: per image ``p ~ U(0, mae_max_ratio)``, each patch dropped w.p. ``p``.
+
+        Returns:
+            ``(ratios [b, t], drop [b, t, P] bool)``.
+        """
+        ratios = torch.rand(b, t, device=device, generator=generator) * self.cfg.mae_max_ratio
+        u = torch.rand(b, t, self.cfg.n_patches, device=device, generator=generator)
+        return ratios, u < ratios[..., None]
+
+    def _drop_mask(
+        self, b: int, t: int, mask_ratio: float | None, device: torch.device
+    ) -> Tensor | None:
+        if mask_ratio is None:
+            return self.sample_mae_mask(b, t, device)[1] if self.training else None
+        if mask_ratio <= 0.0:
+            return None
+        return torch.rand(b, t, self.cfg.n_patches, device=device) < mask_ratio
+
+    def _embed_frames(self, frames: Tensor, drop: Tensor | None) -> Tensor:
+        """``frames [b, t, c, H, W]`` → encoder tokens ``[b, t, P + N, d]``."""
+        b, t = frames.shape[:2]
+        x = self.patch_embed(self.patchify(frames * 2.0 - 1.0))  # b t P d
+        if drop is not None:
+            x = torch.where(drop[..., None], self.mask_embed.to(x.dtype), x)
+        lat = repeat(self.enc_latents, "n d -> b t n d", b=b, t=t).to(x.dtype)
+        return torch.cat((x, lat), dim=2)
+
+    def _bottleneck(self, x: Tensor) -> Tensor:
+        """Latent-token outputs ``[b, t, N, d]`` → ``z [b, t, n_z, d_z]`` in (-1, 1)."""
+        z = torch.tanh(self.to_bottleneck(self.enc_norm(x)))  # b t N D
+        return z.reshape(*z.shape[:2], self.cfg.n_z, self.cfg.d_z)
+
+    def _embed_latents(self, z: Tensor) -> Tensor:
+        """``z [b, t, n_z, d_z]`` → decoder tokens ``[b, t, N + P, d]``."""
+        c = self.cfg
+        b, t = z.shape[:2]
+        lat = self.from_bottleneck(z.reshape(b, t, c.n_latents, c.bottleneck)) + self.dec_latents
+        q = repeat(self.patch_queries, "p d -> b t p d", b=b, t=t).to(lat.dtype)
+        return torch.cat((lat, q), dim=2)
+
+    def _to_frames(self, x: Tensor, clamp: bool) -> Tensor:
+        """Patch-query outputs ``[b, t, P, d]`` → frames ``[b, t, c, H, W]``."""
+        y = self.unpatchify(self.to_pixels(self.dec_norm(x))) * 0.5 + 0.5
+        return y.clamp(0.0, 1.0) if clamp else y
+
+    # ------------------------------------------------------------------------------------ public
+    def encode(self, frames: Tensor, mask_ratio: float | None = 0.0) -> Tensor:
+        """Encode a clip.
+
+        Args:
+            frames: ``[b, t, c, H, W]`` float in [0, 1].
+            mask_ratio: MAE patch-drop probability; ``None`` draws ``p ~ U(0, mae_max_ratio)`` per
+                image in training mode (no dropping in eval mode); ``0.0`` drops nothing.
+        Returns:
+            ``z [b, t, n_z, d_z]`` in (-1, 1).
+        """
+        check_frames(frames, self.cfg)
+        b, t = frames.shape[:2]
+        drop = self._drop_mask(b, t, mask_ratio, frames.device)
+        x = self._embed_frames(frames, drop)  # b t s d
+        s = x.shape[2]
+        rope = self._rope(self._enc_pos, torch.arange(t, device=frames.device))
+        mask = self._clip_mask("enc", t, frames.device)
+        x = rearrange(x, "b t s d -> b (t s) d")
+        for blk in self.enc_blocks:
+            x, _ = blk(x, mask=mask, rope=rope)
+        x = rearrange(x, "b (t s) d -> b t s d", s=s)
+        return self._bottleneck(x[:, :, self.cfg.n_patches :])
+
+    def decode(self, z: Tensor, clamp: bool = True) -> Tensor:
+        """Decode a clip of latents.
+
+        Args:
+            z: ``[b, t, n_z, d_z]``.
+            clamp: clamp the output to [0, 1] (turn off for training losses).
+        Returns:
+            frames ``[b, t, c, H, W]``.
+        """
+        c = self.cfg
+        if z.dim() != 4 or tuple(z.shape[-2:]) != (c.n_z, c.d_z):
+            raise ValueError(f"expected z [b, t, {c.n_z}, {c.d_z}], got {tuple(z.shape)}")
+        t = z.shape[1]
+        x = self._embed_latents(z)
+        s = x.shape[2]
+        rope = self._rope(self._dec_pos, torch.arange(t, device=z.device))
+        mask = self._clip_mask("dec", t, z.device)
+        x = rearrange(x, "b t s d -> b (t s) d")
+        for blk in self.dec_blocks:
+            x, _ = blk(x, mask=mask, rope=rope)
+        x = rearrange(x, "b (t s) d -> b t s d", s=s)
+        return self._to_frames(x[:, :, c.n_latents :], clamp)
+
+    def forward(self, frames: Tensor, mask_ratio: float | None = None) -> tuple[Tensor, Tensor]:
+        """Reconstruct a clip (training entry point).
+
+        Args:
+            frames: ``[b, t, c, H, W]`` float in [0, 1].
+            mask_ratio: as in :meth:`encode` (default: MAE sampling in training mode).
+        Returns:
+            ``(recon [b, t, c, H, W] unclamped, z [b, t, n_z, d_z])``.
+        """
+        z = self.encode(frames, mask_ratio)
+        return self.decode(z, clamp=False), z
+
+    def encoder_stream(self, batch: int) -> EncoderStream:
+        """A stream that encodes one frame per :meth:`EncoderStream.step` (no MAE dropping)."""
+        return EncoderStream(self, batch)
+
+    def decoder_stream(self, batch: int) -> DecoderStream:
+        """A stream that decodes one frame per :meth:`DecoderStream.step`."""
+        return DecoderStream(self, batch)
+
+
+class _Stream:
+    """Per-layer keys/values of the last ``window`` frames, with per-row validity for partial resets."""
+
+    kind = "enc"
+
+    def __init__(self, tok: TransformerTokenizer, batch: int) -> None:
+        self.tok, self.batch = tok, batch
+        self.t = 0
+        w = tok.cfg.window
+        self.frames: deque[tuple[list[tuple[Tensor, Tensor]], Tensor]] = deque(maxlen=max(w, 1))
+
+    def reset(self, rows: Tensor | None = None) -> None:
+        """Forget the past of every row (``rows=None``) or of the rows where ``rows`` (bool ``[b]``) is set."""
+        if rows is None:
+            self.frames.clear()
+            return
+        for _, valid in self.frames:
+            valid &= ~rows.to(valid.device)
+
+    def _run(
+        self, x: Tensor, blocks: nn.ModuleList, pos: Tensor, is_lat: Tensor, keep: int
+    ) -> Tensor:
+        """Run one frame's tokens ``x [b, s, d]`` through ``blocks`` against the cache; cache the first
+        ``keep`` tokens of each layer (the ones later frames may read)."""
+        tok, b, dev = self.tok, x.shape[0], x.device
+        if b != self.batch:
+            raise ValueError(f"this stream was opened for batch {self.batch}, got a batch of {b}")
+        window = tok.cfg.window
+        past = list(self.frames)[-window:] if window else []
+        n_past = len(past)
+        rope = tok._rope(pos, torch.tensor([self.t], device=dev))
+        # Key layout: past frames oldest → newest (``keep`` tokens each), then the new frame.
+        k_lat = torch.cat([is_lat[:keep]] * n_past + [is_lat])
+        dt = torch.cat(
+            [torch.full((keep,), n_past - i, device=dev) for i in range(n_past)]
+            + [torch.zeros(len(is_lat), device=dev)]
+        )
+        mask = mask_rule(self.kind, is_lat, k_lat, dt[None, :].expand(len(is_lat), -1), window)
+        if n_past:
+            valid = torch.cat(
+                [v[:, None].expand(b, keep) for _, v in past]
+                + [torch.ones(b, len(is_lat), dtype=torch.bool, device=dev)],
+                1,
+            )
+            mask = mask[None, None] & valid[:, None, None, :]  # b 1 s m
+        new_cache = []
+        for i, blk in enumerate(blocks):
+            past_kv = None
+            if n_past:
+                past_kv = (
+                    torch.cat([kv[i][0] for kv, _ in past], 2),
+                    torch.cat([kv[i][1] for kv, _ in past], 2),
+                )
+            x, (k, v) = blk(x, mask=mask, past_kv=past_kv, rope=rope)
+            new_cache.append((k[:, :, :keep], v[:, :, :keep]))
+        if window:
+            self.frames.append((new_cache, torch.ones(b, dtype=torch.bool, device=dev)))
+        self.t += 1
+        return x
+
+
+class EncoderStream(_Stream):
+    """Encode frames one at a time; ``step`` equals the matching frame of :meth:`TransformerTokenizer.encode`."""
+
+    kind = "enc"
+
+    @torch.no_grad()
+    def step(self, frame: Tensor) -> Tensor:
+        """Args: frame ``[b, c, H, W]`` in [0, 1]. Returns: ``z [b, n_z, d_z]``."""
+        tok = self.tok
+        check_frames(frame, tok.cfg, ndim=4)
+        x = tok._embed_frames(frame[:, None], None)[:, 0]  # b s d
+        s = x.shape[1]
+        x = self._run(x, tok.enc_blocks, tok._enc_pos, tok._enc_is_latent, keep=s)
+        return tok._bottleneck(x[:, None, tok.cfg.n_patches :])[:, 0]
+
+
+class DecoderStream(_Stream):
+    """Decode latents one frame at a time, caching only the latent tokens' keys/values."""
+
+    kind = "dec"
+
+    @torch.no_grad()
+    def step(self, z: Tensor, clamp: bool = True) -> Tensor:
+        """Args: z ``[b, n_z, d_z]``. Returns: frame ``[b, c, H, W]``."""
+        tok, c = self.tok, self.tok.cfg
+        if z.dim() != 3 or tuple(z.shape[-2:]) != (c.n_z, c.d_z):
+            raise ValueError(f"expected z [b, {c.n_z}, {c.d_z}], got {tuple(z.shape)}")
+        x = tok._embed_latents(z[:, None])[:, 0]  # b s d
+        x = self._run(x, tok.dec_blocks, tok._dec_pos, tok._dec_is_latent, keep=c.n_latents)
+        return tok._to_frames(x[:, None, c.n_latents :], clamp)[:, 0]
