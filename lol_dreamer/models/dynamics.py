@@ -1,0 +1,404 @@
+"""Action-conditioned dynamics transformer (SPEC §6; DreamerV4 §3.2, arXiv 2509.24527).
+
+Every frame is a group of interleaved tokens::
+
+    [ S_a action | 1 (τ, d) | S_z spatial latent | S_r register | S_g agent ]
+
+Space layers attend within a frame; every ``time_every``-th layer is a time layer that attends
+causally across frames, separately for each token slot, within a window of ``context`` frames.
+Agent tokens read everything; nothing reads agent tokens (space-layer mask; time layers are per slot,
+so an agent slot only ever meets its own slot across time).
+
+The model predicts the clean latents (x-prediction) of every frame from noisy latents at signal level
+``τ = tau_idx / k_max`` (0 = pure noise, 1 = clean) labelled with step size ``d = 2^-step_idx``. It
+knows nothing of shortcut forcing (``lol_dreamer/objectives/shortcut.py``) or of cache policy
+(``lol_dreamer/sampler.py``): it only reads and appends time-layer keys/values through a ``TimeCache``.
+
+Action alignment: slot ``t`` carries the action ``a_{t-1}`` that led to frame ``t``. Callers pass
+actions already shifted; :func:`shift_actions` turns stored alignment (``actions[t]`` taken after
+frame ``t``) into slot alignment (slot 0 is unlabeled).
+
+Dimension letters: ``b`` batch, ``t`` frames, ``s`` tokens per frame, ``d`` model width,
+``n`` latent tokens ``n_z``, ``c`` latent channels ``d_z``, ``g`` key/value heads, ``e`` head width,
+``m`` keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from lol_dreamer.actions import ACTION_DIM, N_KEYS, N_MOVE
+from lol_dreamer.models.layers import Block, RMSNorm
+
+
+@dataclass
+class DynamicsConfig:
+    """Dynamics transformer hyper-parameters.
+
+    Attributes:
+        n_z: latent tokens per frame from the tokenizer.
+        d_z: channels per latent token.
+        dim: model width.
+        depth: number of transformer blocks.
+        heads: query heads.
+        kv_heads: key/value heads (grouped-query attention on every layer).
+        time_every: every ``time_every``-th block (1-based) is a causal time layer.
+        s_z: spatial tokens; the ``n_z·d_z`` latent numbers are split into ``s_z`` equal groups,
+            each linearly projected to one token.
+        s_r: register tokens per frame.
+        s_a: action tokens per frame.
+        n_agent: agent tokens per frame (0 = none; phase 2 sets > 0).
+        n_tasks: size of the task embedding that feeds agent tokens.
+        context: frames a time layer sees (the current frame and ``context - 1`` before it).
+        k_max: finest step count; τ lives on the grid ``{0, 1/k_max, ..., 1}``.
+        softcap: attention logit soft cap.
+        mlp_mult: SwiGLU hidden width as a multiple of ``dim``.
+    """
+
+    n_z: int = 64
+    d_z: int = 16
+    dim: int = 128
+    depth: int = 8
+    heads: int = 4
+    kv_heads: int = 2
+    time_every: int = 4
+    s_z: int = 16
+    s_r: int = 2
+    s_a: int = 1
+    n_agent: int = 0
+    n_tasks: int = 3
+    context: int = 16
+    k_max: int = 64
+    softcap: float = 50.0
+    mlp_mult: float = 8 / 3
+
+    def __post_init__(self) -> None:
+        if (self.n_z * self.d_z) % self.s_z:
+            raise ValueError(
+                f"n_z*d_z = {self.n_z * self.d_z} must divide into s_z = {self.s_z} spatial tokens; "
+                "pick s_z among the divisors of n_z*d_z"
+            )
+        if self.k_max < 1 or self.k_max & (self.k_max - 1):
+            raise ValueError(f"k_max must be a power of two, got {self.k_max}")
+        if self.context < 1:
+            raise ValueError(f"context must be at least 1 frame, got {self.context}")
+        if not any(self._is_time(i) for i in range(self.depth)):
+            raise ValueError(
+                f"depth={self.depth} with time_every={self.time_every} has no time layer; "
+                "use depth >= time_every"
+            )
+
+    def _is_time(self, i: int) -> bool:
+        return (i + 1) % self.time_every == 0
+
+    @property
+    def time_layers(self) -> tuple[int, ...]:
+        """Indices of the time layers."""
+        return tuple(i for i in range(self.depth) if self._is_time(i))
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.s_a + 1 + self.s_z + self.s_r + self.n_agent
+
+    @property
+    def n_step_levels(self) -> int:
+        """Number of step sizes ``d = 2^-i``, ``i = 0..log2(k_max)``."""
+        return int(math.log2(self.k_max)) + 1
+
+    @property
+    def step_idx_min(self) -> int:
+        """``step_idx`` of the finest step ``d_min = 1/k_max``."""
+        return self.n_step_levels - 1
+
+    @property
+    def tau_ctx_idx(self) -> int:
+        """Grid index of τ_ctx, the grid point nearest 0.9."""
+        return round(0.9 * self.k_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DynamicsConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(
+                f"unknown DynamicsConfig keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, n_z: int = 64, d_z: int = 16, **overrides: Any) -> DynamicsConfig:
+        """Named sizes; ``n_z``/``d_z`` come from the tokenizer.
+
+        ``test`` is for CI; ``nano`` (~1.6 M parameters) generates interactively on one CPU core;
+        ``tiny``/``small``/``medium``/``large`` land near 5 M / 39 M / 129 M / 306 M parameters.
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "test": dict(
+                dim=32, depth=4, heads=2, kv_heads=1, time_every=2, s_z=4, s_r=1, context=8
+            ),
+            "nano": dict(dim=128, depth=8, heads=4, kv_heads=2, s_z=16, s_r=2, context=16),
+            "tiny": dict(dim=240, depth=8, heads=4, kv_heads=2, s_z=32, s_r=4, context=32),
+            "small": dict(dim=480, depth=16, heads=8, kv_heads=2, s_z=64, s_r=4, context=64),
+            "medium": dict(dim=768, depth=20, heads=12, kv_heads=4, s_z=128, s_r=8, context=64),
+            "large": dict(dim=1024, depth=28, heads=16, kv_heads=4, s_z=256, s_r=8, context=64),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown dynamics preset {name!r}; choose one of {sorted(presets)}")
+        kw = {**presets[name], **overrides}
+        s_z = kw["s_z"]
+        while (n_z * d_z) % s_z:  # keep s_z a divisor of n_z*d_z for unusual tokenizer shapes
+            s_z //= 2
+        kw["s_z"] = max(s_z, 1)
+        return cls(n_z=n_z, d_z=d_z, **kw)
+
+
+class TimeCache(Protocol):
+    """What the model needs from a key/value cache for its time layers (policy lives elsewhere).
+
+    ``get`` returns the cached keys/values of earlier frames, ``k, v [b*s, g, m, e]`` (already
+    RoPE-rotated at their own positions), their positions ``[b, m]`` and a validity mask
+    ``[b, m]``; ``append`` receives the new frames' keys/values ``[b*s, g, t, e]`` and positions
+    ``[b, t]`` after the layer has attended.
+    """
+
+    def get(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None: ...
+
+    def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor) -> None: ...
+
+
+@dataclass
+class DynamicsOutput:
+    """``z1 [b,t,n,c]`` clean-latent prediction, ``agent [b,t,S_g,d]`` or None, ``hidden [b,t,s,d]``."""
+
+    z1: Tensor
+    agent: Tensor | None
+    hidden: Tensor
+
+
+def shift_actions(actions: Tensor, labeled: Tensor) -> tuple[Tensor, Tensor]:
+    """Stored alignment (``actions[t]`` taken after frame t) → slot alignment (slot t holds a_{t-1}).
+
+    Args:
+        actions: ``[b, t, 9]`` long.
+        labeled: ``[b, t]`` bool.
+    Returns:
+        ``(actions [b,t,9], labeled [b,t])``; slot 0 is unlabeled (its action is unknown).
+    """
+    a = torch.zeros_like(actions)
+    a[:, 1:] = actions[:, :-1]
+    lab = torch.zeros_like(labeled, dtype=torch.bool)
+    lab[:, 1:] = labeled[:, :-1].bool()
+    return a, lab
+
+
+class ActionEmbedding(nn.Module):
+    """SPEC §2: learned base + 19-way movement lookup + one lookup per key, summed.
+
+    Unlabeled frames get the base embedding alone.
+    """
+
+    def __init__(self, dim: int, n_tokens: int) -> None:
+        super().__init__()
+        self.n_tokens, self.dim = n_tokens, dim
+        self.base = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
+        self.move = nn.Embedding(N_MOVE, n_tokens * dim)
+        self.keys = nn.Embedding(2 * N_KEYS, n_tokens * dim)  # key i, value v -> row 2i + v
+        nn.init.normal_(self.move.weight, std=0.02)
+        nn.init.normal_(self.keys.weight, std=0.02)
+        self.register_buffer("key_offset", torch.arange(N_KEYS) * 2, persistent=False)
+
+    def forward(self, actions: Tensor, labeled: Tensor) -> Tensor:
+        """``actions [b,t,9]`` long, ``labeled [b,t]`` bool → ``[b,t,S_a,d]``."""
+        if actions.shape[-1] != ACTION_DIM:
+            raise ValueError(
+                f"actions must end in {ACTION_DIM} = [movement, 8 keys], got {tuple(actions.shape)}"
+            )
+        move = actions[..., 0].clamp(0, N_MOVE - 1)
+        keys = actions[..., 1:].clamp(0, 1) + self.key_offset
+        emb = self.move(move) + self.keys(keys).sum(-2)  # b t (s_a d)
+        emb = emb * labeled[..., None].to(emb.dtype)
+        return self.base + rearrange(emb, "b t (s d) -> b t s d", s=self.n_tokens)
+
+
+class DynamicsModel(nn.Module):
+    """Block-causal dynamics transformer over frames of interleaved tokens.
+
+    Example:
+        >>> cfg = DynamicsConfig.preset("test", n_z=8, d_z=4)
+        >>> m = DynamicsModel(cfg)
+        >>> z = torch.randn(2, 3, 8, 4)
+        >>> tau = torch.full((2, 3), 32); step = torch.full((2, 3), cfg.step_idx_min)
+        >>> a = torch.zeros(2, 3, 9, dtype=torch.long); lab = torch.ones(2, 3, dtype=torch.bool)
+        >>> m(z, tau, step, a, lab).z1.shape
+        torch.Size([2, 3, 8, 4])
+    """
+
+    def __init__(self, cfg: DynamicsConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, d = cfg, cfg.dim
+        self.group = c.n_z * c.d_z // c.s_z
+        self.action_emb = ActionEmbedding(d, c.s_a)
+        self.tau_emb = nn.Embedding(c.k_max + 1, d)
+        self.step_emb = nn.Embedding(c.n_step_levels, d)
+        nn.init.normal_(self.tau_emb.weight, std=0.02)
+        nn.init.normal_(self.step_emb.weight, std=0.02)
+        self.z_in = nn.Linear(self.group, d)
+        self.registers = nn.Parameter(torch.randn(c.s_r, d) * 0.02)
+        if c.n_agent:
+            self.agent_tokens = nn.Parameter(torch.randn(c.n_agent, d) * 0.02)
+            self.task_emb = nn.Embedding(c.n_tasks, d)
+            nn.init.normal_(self.task_emb.weight, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(d, c.heads, c.kv_heads, c.mlp_mult, softcap=c.softcap) for _ in range(c.depth)
+        )
+        self.is_time = [c._is_time(i) for i in range(c.depth)]
+        self.norm = RMSNorm(d)
+        self.z_out = nn.Linear(d, self.group)
+        s = c.tokens_per_frame
+        self.z_slice = slice(c.s_a + 1, c.s_a + 1 + c.s_z)
+        self.agent_slice = slice(s - c.n_agent, s)
+        # Space mask: True = may attend. Non-agent queries never see agent keys.
+        mask = torch.ones(s, s, dtype=torch.bool)
+        mask[: s - c.n_agent, s - c.n_agent :] = False
+        self.register_buffer("space_mask", mask, persistent=False)
+        self.register_buffer("space_pos", torch.arange(s), persistent=False)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(
+        self,
+        z: Tensor,
+        tau_idx: Tensor,
+        step_idx: Tensor,
+        actions: Tensor,
+        labeled: Tensor,
+        task: Tensor | None,
+    ) -> Tensor:
+        """Interleaved per-frame tokens ``[b, t, s, d]``."""
+        c = self.cfg
+        b, t = z.shape[:2]
+        a = self.action_emb(actions, labeled)  # b t s_a d
+        td = (self.tau_emb(tau_idx) + self.step_emb(step_idx))[:, :, None]  # b t 1 d
+        zs = self.z_in(rearrange(z, "b t n c -> b t (n c)").reshape(b, t, c.s_z, self.group))
+        regs = self.registers.expand(b, t, -1, -1).to(zs.dtype)
+        parts = [a.to(zs.dtype), td.to(zs.dtype), zs, regs]
+        if c.n_agent:
+            g = self.agent_tokens.expand(b, t, -1, -1)
+            if task is not None:
+                g = g + self.task_emb(task)[:, None, None]
+            parts.append(g.to(zs.dtype))
+        return torch.cat(parts, dim=2)
+
+    def forward(
+        self,
+        z: Tensor,
+        tau_idx: Tensor,
+        step_idx: Tensor,
+        actions: Tensor | None = None,
+        labeled: Tensor | None = None,
+        task: Tensor | None = None,
+        cache: TimeCache | None = None,
+        positions: Tensor | None = None,
+        independent: Tensor | None = None,
+        window: int | None = None,
+    ) -> DynamicsOutput:
+        """Predict clean latents for every frame.
+
+        Args:
+            z: ``[b, t, n_z, d_z]`` noisy latents ``(1 − τ)·noise + τ·z_clean``.
+            tau_idx: ``[b, t]`` long in ``0..k_max`` (τ = tau_idx / k_max).
+            step_idx: ``[b, t]`` long in ``0..log2(k_max)`` (d = 2^-step_idx).
+            actions: ``[b, t, 9]`` long, slot-aligned (slot t holds a_{t-1}); None = all unlabeled.
+            labeled: ``[b, t]`` bool; None = all labeled when ``actions`` is given.
+            task: ``[b]`` long task ids feeding the agent tokens (ignored without agent tokens).
+            cache: time-layer key/value cache; earlier frames are read from it and the new frames'
+                keys/values appended to it.
+            positions: ``[t]`` or ``[b, t]`` long time positions (default ``0..t-1``); needed with a
+                cache so new frames sit after the cached ones.
+            independent: ``[b]`` bool; True treats that sequence's frames as independent images
+                (time layers see only the frame itself).
+            window: frames a time layer sees (default ``cfg.context``).
+        Returns:
+            :class:`DynamicsOutput`.
+        """
+        cfg = self.cfg
+        b, t, n, ch = z.shape
+        if (n, ch) != (cfg.n_z, cfg.d_z):
+            raise ValueError(f"latents must be [b, t, {cfg.n_z}, {cfg.d_z}], got {tuple(z.shape)}")
+        if actions is None:
+            actions = torch.zeros(b, t, ACTION_DIM, dtype=torch.long, device=z.device)
+            labeled = torch.zeros(b, t, dtype=torch.bool, device=z.device)
+        elif labeled is None:
+            labeled = torch.ones(b, t, dtype=torch.bool, device=z.device)
+        if positions is None:
+            if cache is not None:
+                raise ValueError(
+                    "pass positions with a cache so new frames sit after the cached ones"
+                )
+            positions = torch.arange(t, device=z.device)
+        if positions.dim() == 1:
+            positions = positions.expand(b, t)
+        window = window or cfg.context
+
+        x = self.embed(z, tau_idx, step_idx, actions, labeled, task)  # b t s d
+        s = x.shape[2]
+        space_mask = self.space_mask if cfg.n_agent else None
+        for i, blk in enumerate(self.blocks):
+            if self.is_time[i]:
+                x = self._time_layer(i, blk, x, positions, cache, independent, window)
+            else:
+                xs = rearrange(x, "b t s d -> (b t) s d")
+                xs, _ = blk(xs, self.space_pos, space_mask)
+                x = rearrange(xs, "(b t) s d -> b t s d", b=b)
+        h = self.norm(x)
+        zo = self.z_out(h[:, :, self.z_slice])  # b t s_z group
+        z1 = zo.reshape(b, t, n * ch).view(b, t, n, ch)
+        agent = h[:, :, self.agent_slice] if cfg.n_agent else None
+        assert h.shape[2] == s
+        return DynamicsOutput(z1=z1, agent=agent, hidden=h)
+
+    def _time_layer(
+        self,
+        i: int,
+        blk: nn.Module,
+        x: Tensor,
+        pos: Tensor,
+        cache: TimeCache | None,
+        independent: Tensor | None,
+        window: int,
+    ) -> Tensor:
+        """Causal, windowed attention across frames for every token slot separately."""
+        b, t, s, _ = x.shape
+        xs = rearrange(x, "b t s d -> (b s) t d")
+        past = cache.get(i) if cache is not None else None
+        if past is not None:
+            pk, pv, ppos, pvalid = past
+            kpos = torch.cat((ppos, pos), dim=1)  # b m
+            kvalid = torch.cat((pvalid, torch.ones_like(pos, dtype=torch.bool)), dim=1)
+            past_kv = (pk, pv)
+        else:
+            kpos, kvalid, past_kv = pos, None, None
+        mask = None
+        if past is not None or t > 1:
+            q, k = pos[:, :, None], kpos[:, None, :]
+            mask = (k <= q) & (k > q - window)  # b t m
+            if kvalid is not None:
+                mask = mask & kvalid[:, None, :]
+            if independent is not None:
+                mask = mask & ((k == q) | ~independent[:, None, None])
+            mask = mask.repeat_interleave(s, dim=0)[:, None]  # (b s) 1 t m
+        xs, (k_new, v_new) = blk(xs, pos.repeat_interleave(s, dim=0), mask, past_kv)
+        if cache is not None:
+            cache.append(i, k_new, v_new, pos)
+        return rearrange(xs, "(b s) t d -> b t s d", b=b)
