@@ -1,0 +1,557 @@
+"""LaneSim rules: one lane, two towers, minion waves and two champions with the full kit.
+
+World coordinates are in *units*, x to the right and y **up**; the world is ``WORLD_W × WORLD_H``
+units with the blue base at the bottom-left and the red base at the top-right. At 128 px one unit is
+one pixel. Time advances in frames of ``1 / FPS`` seconds; every timer is an integer frame count so
+the game is bit-for-bit reproducible. All randomness comes from the generator passed to ``Game``.
+
+Team 0 is blue (the player, ``Game.champs[0]``), team 1 is red (the scripted enemy champion).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from lol_dreamer.actions import STAND, bin_to_unit
+
+FPS = 20
+WORLD_W, WORLD_H = 128.0, 104.0
+BASE_POS = ((8.0, 8.0), (120.0, 96.0))
+BASE_HALF = 8.0  # fountain square half-size (heals allies inside)
+_LANE_DX, _LANE_DY = BASE_POS[1][0] - BASE_POS[0][0], BASE_POS[1][1] - BASE_POS[0][1]
+LANE_LEN = math.hypot(_LANE_DX, _LANE_DY)
+LANE_U = (_LANE_DX / LANE_LEN, _LANE_DY / LANE_LEN)  # blue → red
+LANE_N = (-LANE_U[1], LANE_U[0])
+LANE_HALF_WIDTH = 7.0
+
+
+def lane_point(progress: float, lateral: float = 0.0) -> tuple[float, float]:
+    """World position at ``progress`` ∈ [0, 1] along the lane (0 = blue base) and ``lateral`` units off it."""
+    return (
+        BASE_POS[0][0] + progress * _LANE_DX + lateral * LANE_N[0],
+        BASE_POS[0][1] + progress * _LANE_DY + lateral * LANE_N[1],
+    )
+
+
+TOWER_POS = (lane_point(0.30), lane_point(0.70))
+TOWER_RADIUS = 4.0
+TOWER_MAX_HP = 2000.0
+TOWER_RANGE = 17.0
+TOWER_DMG_CHAMP = 180.0
+TOWER_DMG_MINION = 110.0
+TOWER_PERIOD = 20
+
+CHAMP_RADIUS = 3.0
+CHAMP_SPEED = 1.2  # units / frame
+CHAMP_RANGE = 11.0
+CHAMP_ATK_PERIOD = 18
+MINION_RADIUS = 1.5
+MINION_CAP = 48
+MINION_SPEED = 0.6
+MINION_AGGRO = 14.0
+#                melee  ranged
+MINION_HP = (280.0, 200.0)
+MINION_DMG = (12.0, 20.0)
+MINION_RANGE = (3.0, 10.0)
+MINION_PERIOD = (25, 30)
+MINION_GOLD = (21, 14)
+MINION_XP = (60.0, 30.0)
+XP_RANGE = 30.0
+WAVE_PERIOD = 300  # frames between waves (15 s)
+KILL_GOLD = 300
+RECALL_FRAMES = 80
+POTION_FRAMES = 100
+POTION_HEAL = 150.0
+POTION_MAX = 3
+
+# Ability slots (index = action index - 1): Q, W, E, R, D, F, item, B.
+COOLDOWN = (100, 240, 180, 700, 800, 600, POTION_FRAMES, 40)  # frames
+MANA_COST = (40.0, 50.0, 40.0, 100.0, 0.0, 0.0, 0.0, 0.0)
+Q_SPEED, Q_RANGE, Q_HIT = 4.0, 40.0, 3.0
+SHIELD_FRAMES = 50
+DASH_FRAMES, DASH_STEP = 4, 4.0
+R_RADIUS = 16.0
+R_FX_FRAMES = 6
+FLASH_DIST = 20.0
+AGGRO_FRAMES = 40
+BIN_UNIT = (*(bin_to_unit(k) for k in range(STAND)), (0.0, 0.0))
+
+
+def level_from_xp(xp: float) -> int:
+    """Level 1..18; going from level L to L + 1 costs ``180 + 100·(L − 1)`` xp."""
+    level, need = 1, 180.0
+    while level < 18 and xp >= need:
+        xp -= need
+        level += 1
+        need += 100.0
+    return level
+
+
+def xp_for_level(level: int) -> float:
+    """Total xp at which ``level`` is reached."""
+    return sum(180.0 + 100.0 * (lv - 1) for lv in range(1, level))
+
+
+class Champion:
+    """One champion's state. Per-step reward counters are reset at the start of every step."""
+
+    def __init__(self, team: int) -> None:
+        self.team = team
+        self.x, self.y = BASE_POS[team]
+        self.fx, self.fy = LANE_U if team == 0 else (-LANE_U[0], -LANE_U[1])
+        self.xp, self.gold = 0.0, 0
+        self.set_level(1)
+        self.hp, self.mana = self.max_hp, self.max_mana
+        self.cd = [0] * 8
+        self.shield, self.shield_t = 0.0, 0
+        self.dash_t, self.potion_t, self.recall_t, self.dead_t = 0, 0, 0, 0
+        self.potions = POTION_MAX
+        self.atk_cd, self.r_fx, self.aggro_t = 0, 0, 0
+        self.dealt = self.taken = self.tower_dmg = 0.0
+        self.lasthit_gold = 0
+
+    def set_level(self, level: int) -> None:
+        self.level = level
+        self.max_hp = 520.0 + 85.0 * (level - 1)
+        self.max_mana = 300.0 + 40.0 * (level - 1)
+        self.ad = 55.0 + 3.5 * (level - 1)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead_t == 0
+
+
+@dataclass
+class Snapshot:
+    """A frozen copy of what a scripted brain reads (positions, HP, cooldowns, minions, towers)."""
+
+    frame: int
+    champs: tuple[Champion, Champion]
+    m_x: np.ndarray
+    m_y: np.ndarray
+    m_hp: np.ndarray
+    m_team: np.ndarray
+    m_kind: np.ndarray
+    tower_hp: tuple[float, float]
+
+
+class Game:
+    """The LaneSim state and rules; ``step(action)`` advances one frame.
+
+    Args:
+        rng: the only randomness source (the env passes its ``np_random``).
+        randomize: start from a random mid-game snapshot (levels, gold, HP, cooldowns, tower HP)
+            rather than a fresh level-1 lane.
+        enemy_brain: callable ``(game) -> int64 [9]`` that plays the red champion.
+    """
+
+    def __init__(self, rng: np.random.Generator, randomize: bool = True, enemy_brain=None) -> None:
+        self.rng = rng
+        self.frame = 0
+        self.champs = (Champion(0), Champion(1))
+        self.m_alive = np.zeros(MINION_CAP, bool)
+        self.m_team = np.zeros(MINION_CAP, np.int64)
+        self.m_kind = np.zeros(MINION_CAP, np.int64)
+        self.m_x = np.zeros(MINION_CAP)
+        self.m_y = np.zeros(MINION_CAP)
+        self.m_hp = np.zeros(MINION_CAP)
+        self.m_cd = np.zeros(MINION_CAP, np.int64)
+        self.m_off = np.zeros(MINION_CAP)
+        self.tower_hp = [TOWER_MAX_HP, TOWER_MAX_HP]
+        self.tower_cd = [0, 0]
+        self.projectiles: list[list[float]] = []  # [team, x, y, vx, vy, travelled, damage]
+        self.tower_destroyed = False
+        self.enemy_brain = enemy_brain
+        self.history: deque[Snapshot] = deque(maxlen=12)
+        self._setup(randomize)
+        self.history.append(self.snapshot())
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, randomize: bool) -> None:
+        rng = self.rng
+        front = float(rng.uniform(0.30, 0.42)) if randomize else 0.34
+        self._spawn_wave(0, front)
+        self._spawn_wave(1, 1.0 - (float(rng.uniform(0.30, 0.42)) if randomize else 0.34))
+        self.wave_t = int(rng.integers(100, WAVE_PERIOD)) if randomize else WAVE_PERIOD
+        for c in self.champs:
+            p = float(rng.uniform(0.12, 0.45)) if randomize else 0.25
+            lat = float(rng.uniform(-6.0, 6.0)) if randomize else 0.0
+            c.x, c.y = lane_point(p if c.team == 0 else 1.0 - p, lat)
+            if randomize:
+                level = int(rng.integers(1, 7))
+                c.xp = xp_for_level(level) + float(rng.uniform(0, 100))
+                c.set_level(level)
+                c.gold = int(rng.integers(0, 2500))
+                c.hp = c.max_hp * float(rng.uniform(0.6, 1.0))
+                c.mana = c.max_mana * float(rng.uniform(0.4, 1.0))
+                c.potions = int(rng.integers(1, POTION_MAX + 1))
+                for k in range(6):
+                    if rng.random() < 0.3:
+                        c.cd[k] = int(rng.integers(0, COOLDOWN[k]))
+        if randomize:
+            self.tower_hp = [TOWER_MAX_HP * float(rng.uniform(0.5, 1.0)) for _ in range(2)]
+
+    def _spawn_wave(self, team: int, front: float) -> None:
+        sign = 1.0 if team == 0 else -1.0
+        layout = (
+            (0, 0.0, -2.0),
+            (0, 0.0, 2.0),
+            (0, -0.025, 0.0),
+            (1, -0.06, -1.5),
+            (1, -0.06, 1.5),
+        )
+        free = np.flatnonzero(~self.m_alive)
+        for slot, (kind, dp, lat) in zip(free, layout):
+            x, y = lane_point(front + sign * dp, lat)
+            self.m_alive[slot] = True
+            self.m_team[slot], self.m_kind[slot] = team, kind
+            self.m_x[slot], self.m_y[slot] = x, y
+            self.m_hp[slot] = MINION_HP[kind]
+            self.m_cd[slot] = 0
+            self.m_off[slot] = lat
+
+    def snapshot(self) -> Snapshot:
+        a = self.m_alive
+        return Snapshot(
+            self.frame,
+            (copy.copy(self.champs[0]), copy.copy(self.champs[1])),
+            self.m_x[a],
+            self.m_y[a],
+            self.m_hp[a],
+            self.m_team[a],
+            self.m_kind[a],
+            (self.tower_hp[0], self.tower_hp[1]),
+        )
+
+    # ------------------------------------------------------------------ damage
+    def hurt_champ(self, c: Champion, amount: float, src: Champion | None = None) -> None:
+        """Apply damage to a champion (shield first); cancels recall; handles death and kill gold."""
+        if c.dead_t or amount <= 0:
+            return
+        if c.recall_t:
+            c.recall_t, c.cd[7] = 0, COOLDOWN[7]
+        absorbed = min(c.shield, amount)
+        c.shield -= absorbed
+        dmg = min(amount - absorbed, c.hp)
+        c.hp -= dmg
+        c.taken += dmg
+        if src is not None:
+            src.dealt += dmg
+            src.aggro_t = AGGRO_FRAMES
+        if c.hp <= 0.0:
+            c.hp = 0.0
+            c.dead_t = int((4.0 + 1.5 * c.level) * FPS)
+            c.shield = c.shield_t = c.dash_t = c.potion_t = 0
+            if src is not None:
+                src.gold += KILL_GOLD
+                self._give_xp(src, 150.0 + 40.0 * c.level)
+
+    def _hurt_tower(self, t: int, amount: float, src: Champion | None = None) -> None:
+        if self.tower_hp[t] <= 0:
+            return
+        dmg = min(amount, self.tower_hp[t])
+        self.tower_hp[t] -= dmg
+        if src is not None:
+            src.tower_dmg += dmg
+        if self.tower_hp[t] <= 0:
+            self.tower_hp[t] = 0.0
+            self.tower_destroyed = True
+
+    def _hit_minion(self, i: int, amount: float, src: Champion) -> None:
+        self.m_hp[i] -= amount
+        if self.m_hp[i] <= 0:
+            gold = MINION_GOLD[self.m_kind[i]]
+            src.gold += gold
+            src.lasthit_gold += gold
+            self._minion_died(i)
+
+    def _minion_died(self, i: int) -> None:
+        self.m_alive[i] = False
+        xp = MINION_XP[self.m_kind[i]]
+        for c in self.champs:
+            near = math.hypot(c.x - self.m_x[i], c.y - self.m_y[i]) < XP_RANGE
+            if c.team != self.m_team[i] and c.alive and near:
+                self._give_xp(c, xp)
+
+    def _give_xp(self, c: Champion, xp: float) -> None:
+        c.xp += xp
+        level = level_from_xp(c.xp)
+        if level != c.level:
+            frac_hp, frac_mana = c.hp / c.max_hp, c.mana / c.max_mana
+            c.set_level(level)
+            c.hp, c.mana = frac_hp * c.max_hp, frac_mana * c.max_mana
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: np.ndarray) -> None:
+        """Advance one frame with the player's action ``int64 [9]`` (validated by the caller)."""
+        enemy_action = self.enemy_brain(self) if self.enemy_brain is not None else None
+        for c in self.champs:
+            c.dealt = c.taken = c.tower_dmg = 0.0
+            c.lasthit_gold = 0
+        self._act(self.champs[0], action)
+        if enemy_action is not None:
+            self._act(self.champs[1], enemy_action)
+        self._step_projectiles()
+        self._step_minions()
+        self._step_towers()
+        self._tick()
+        self.frame += 1
+        self.history.append(self.snapshot())
+
+    def _act(self, c: Champion, a: np.ndarray) -> None:
+        if c.dead_t:
+            return
+        move = int(a[0])
+        keys = a[1:]
+        if c.recall_t and (move != STAND or keys[:7].any()):
+            c.recall_t, c.cd[7] = 0, COOLDOWN[7]
+        if c.dash_t:
+            c.dash_t -= 1
+            self._place(c, c.x + c.fx * DASH_STEP, c.y + c.fy * DASH_STEP)
+        elif move != STAND:
+            ux, uy = BIN_UNIT[move]
+            c.fx, c.fy = ux, uy
+            self._place(c, c.x + ux * CHAMP_SPEED, c.y + uy * CHAMP_SPEED)
+        for k in np.flatnonzero(keys):
+            if c.cd[k] == 0 and c.mana >= MANA_COST[k]:
+                self._cast(c, int(k))
+        if move == STAND and not c.dash_t and not c.recall_t and c.atk_cd == 0:
+            self._auto_attack(c)
+
+    def _place(self, c: Champion, x: float, y: float) -> None:
+        m = CHAMP_RADIUS + 1.0
+        c.x = min(max(x, m), WORLD_W - m)
+        c.y = min(max(y, m), WORLD_H - m - 2.0)  # keep room for the HP bar above
+
+    def _cast(self, c: Champion, k: int) -> None:
+        lvl = c.level - 1
+        if k == 0:  # Q skillshot
+            self.projectiles.append(
+                [c.team, c.x, c.y, c.fx * Q_SPEED, c.fy * Q_SPEED, 0.0, 70.0 + 25.0 * lvl]
+            )
+        elif k == 1:  # W shield
+            c.shield, c.shield_t = 80.0 + 25.0 * lvl, SHIELD_FRAMES
+        elif k == 2:  # E dash
+            c.dash_t = DASH_FRAMES
+        elif k == 3:  # R area ultimate
+            c.r_fx = R_FX_FRAMES
+            dmg = 150.0 + 40.0 * lvl
+            foe = self.champs[1 - c.team]
+            if foe.alive and math.hypot(foe.x - c.x, foe.y - c.y) < R_RADIUS + CHAMP_RADIUS:
+                self.hurt_champ(foe, dmg, c)
+            hit = self.m_alive & (self.m_team != c.team)
+            hit &= np.hypot(self.m_x - c.x, self.m_y - c.y) < R_RADIUS + MINION_RADIUS
+            for i in np.flatnonzero(hit):
+                self._hit_minion(int(i), dmg, c)
+        elif k == 4:  # D flash
+            self._place(c, c.x + c.fx * FLASH_DIST, c.y + c.fy * FLASH_DIST)
+        elif k == 5:  # F heal
+            c.hp = min(c.max_hp, c.hp + 100.0 + 20.0 * lvl)
+        elif k == 6:  # item: potion
+            if c.potions == 0:
+                return
+            c.potions -= 1
+            c.potion_t = POTION_FRAMES
+        elif k == 7:  # B recall
+            if c.recall_t:
+                return
+            c.recall_t = 1
+            c.cd[k] = 0
+            c.mana -= MANA_COST[k]
+            return
+        c.cd[k] = COOLDOWN[k]
+        c.mana -= MANA_COST[k]
+
+    def _auto_attack(self, c: Champion) -> None:
+        """Stand = attack: the enemy champion if in range, else the lowest-HP minion, else the tower."""
+        foe = self.champs[1 - c.team]
+        if foe.alive and math.hypot(foe.x - c.x, foe.y - c.y) <= CHAMP_RANGE + CHAMP_RADIUS:
+            self.hurt_champ(foe, c.ad, c)
+            c.atk_cd = CHAMP_ATK_PERIOD
+            return
+        cand = self.m_alive & (self.m_team != c.team)
+        if cand.any():
+            cand &= np.hypot(self.m_x - c.x, self.m_y - c.y) <= CHAMP_RANGE + MINION_RADIUS
+            if cand.any():
+                idx = np.flatnonzero(cand)
+                i = int(idx[np.argmin(self.m_hp[idx])])
+                self._hit_minion(i, c.ad, c)
+                c.atk_cd = CHAMP_ATK_PERIOD
+                return
+        t = 1 - c.team
+        tx, ty = TOWER_POS[t]
+        if self.tower_hp[t] > 0 and math.hypot(tx - c.x, ty - c.y) <= CHAMP_RANGE + TOWER_RADIUS:
+            self._hurt_tower(t, c.ad, c)
+            c.atk_cd = CHAMP_ATK_PERIOD
+
+    def _step_projectiles(self) -> None:
+        keep = []
+        for p in self.projectiles:
+            team, x, y, vx, vy, travelled, dmg = p
+            nx, ny = x + vx, y + vy
+            # Hit the first enemy unit along the segment (x, y) → (nx, ny).
+            best_s, best = 2.0, None
+            foe = self.champs[1 - team]
+            cands = []
+            if foe.alive:
+                cands.append(("c", 0, foe.x, foe.y, CHAMP_RADIUS))
+            enemy = np.flatnonzero(self.m_alive & (self.m_team != team))
+            for i in enemy:
+                cands.append(("m", int(i), self.m_x[i], self.m_y[i], MINION_RADIUS))
+            for kind, i, ex, ey, r in cands:
+                s = ((ex - x) * vx + (ey - y) * vy) / (vx * vx + vy * vy)
+                s = min(max(s, 0.0), 1.0)
+                if math.hypot(x + s * vx - ex, y + s * vy - ey) <= Q_HIT + r and s < best_s:
+                    best_s, best = s, (kind, i)
+            if best is not None:
+                if best[0] == "c":
+                    self.hurt_champ(foe, dmg, self.champs[team])
+                else:
+                    self._hit_minion(best[1], dmg, self.champs[team])
+                continue
+            travelled += Q_SPEED
+            if travelled < Q_RANGE and 0 <= nx <= WORLD_W and 0 <= ny <= WORLD_H:
+                keep.append([team, nx, ny, vx, vy, travelled, dmg])
+        self.projectiles = keep
+
+    def _step_minions(self) -> None:
+        idx = np.flatnonzero(self.m_alive)
+        if idx.size == 0:
+            return
+        mx, my, team = self.m_x[idx], self.m_y[idx], self.m_team[idx]
+        kind = self.m_kind[idx]
+        c0, c1 = self.champs
+        # Candidate targets: alive minions, then the two champions, then the two towers.
+        tx = np.concatenate([mx, [c0.x, c1.x], [TOWER_POS[0][0], TOWER_POS[1][0]]])
+        ty = np.concatenate([my, [c0.y, c1.y], [TOWER_POS[0][1], TOWER_POS[1][1]]])
+        tteam = np.concatenate([team, [0, 1, 0, 1]])
+        tok = np.concatenate(
+            [
+                np.ones(idx.size, bool),
+                [c0.alive, c1.alive, self.tower_hp[0] > 0, self.tower_hp[1] > 0],
+            ]
+        )
+        trad = np.concatenate(
+            [np.full(idx.size, MINION_RADIUS), [CHAMP_RADIUS] * 2, [TOWER_RADIUS] * 2]
+        )
+        prio = np.concatenate([np.zeros(idx.size), [6.0, 6.0, 0.0, 0.0]])
+        dx = tx[None, :] - mx[:, None]
+        dy = ty[None, :] - my[:, None]
+        gap = np.hypot(dx, dy) - trad[None, :]
+        eff = np.where(
+            (tteam[None, :] != team[:, None]) & tok[None, :], gap + prio[None, :], np.inf
+        )
+        j = np.argmin(eff, axis=1)
+        rows = np.arange(idx.size)
+        g = gap[rows, j]
+        engaged = eff[rows, j] < MINION_AGGRO
+        rng_ = np.asarray(MINION_RANGE)[kind]
+        in_range = engaged & (g <= rng_)
+        # Movement: toward the target when engaged and out of range, else along the lane.
+        dist = np.maximum(np.hypot(dx[rows, j], dy[rows, j]), 1e-6)
+        sign = np.where(team == 0, 1.0, -1.0)
+        lat = (
+            (mx - BASE_POS[0][0]) * LANE_N[0] + (my - BASE_POS[0][1]) * LANE_N[1] - self.m_off[idx]
+        )
+        vx = np.where(engaged, dx[rows, j] / dist, sign * LANE_U[0] - 0.2 * lat * LANE_N[0])
+        vy = np.where(engaged, dy[rows, j] / dist, sign * LANE_U[1] - 0.2 * lat * LANE_N[1])
+        walk = ~in_range
+        self.m_x[idx] = np.where(walk, mx + MINION_SPEED * vx, mx)
+        self.m_y[idx] = np.where(walk, my + MINION_SPEED * vy, my)
+        # Attacks.
+        cd = self.m_cd[idx]
+        fire = in_range & (cd <= 0)
+        self.m_cd[idx] = np.where(fire, np.asarray(MINION_PERIOD)[kind], np.maximum(cd - 1, 0))
+        if not fire.any():
+            return
+        dmg = np.asarray(MINION_DMG)[kind]
+        n = idx.size
+        jf, df = j[fire], dmg[fire]
+        on_minion = jf < n
+        if on_minion.any():
+            np.subtract.at(self.m_hp, idx[jf[on_minion]], df[on_minion])
+        for t in range(4):
+            hit = jf == n + t
+            if hit.any():
+                total = float(df[hit].sum())
+                if t < 2:
+                    self.hurt_champ(self.champs[t], total)
+                else:
+                    self._hurt_tower(t - 2, total * 0.5)
+        for i in np.flatnonzero(self.m_alive & (self.m_hp <= 0)):
+            self._minion_died(int(i))
+
+    def _step_towers(self) -> None:
+        for t in range(2):
+            if self.tower_hp[t] <= 0:
+                continue
+            if self.tower_cd[t] > 0:
+                self.tower_cd[t] -= 1
+                continue
+            tx, ty = TOWER_POS[t]
+            foe = self.champs[1 - t]
+            foe_in = foe.alive and math.hypot(foe.x - tx, foe.y - ty) <= TOWER_RANGE + CHAMP_RADIUS
+            if foe_in and foe.aggro_t:  # a champion that just hit ours draws tower aggro
+                self.hurt_champ(foe, TOWER_DMG_CHAMP)
+                self.tower_cd[t] = TOWER_PERIOD
+                continue
+            cand = self.m_alive & (self.m_team != t)
+            if cand.any():
+                d = np.hypot(self.m_x - tx, self.m_y - ty)
+                cand &= d <= TOWER_RANGE + MINION_RADIUS
+                if cand.any():
+                    i = int(np.flatnonzero(cand)[np.argmin(d[cand])])
+                    self.m_hp[i] -= TOWER_DMG_MINION
+                    if self.m_hp[i] <= 0:
+                        self._minion_died(i)
+                    self.tower_cd[t] = TOWER_PERIOD
+                    continue
+            if foe_in:
+                self.hurt_champ(foe, TOWER_DMG_CHAMP)
+                self.tower_cd[t] = TOWER_PERIOD
+
+    def _tick(self) -> None:
+        for c in self.champs:
+            if c.dead_t:
+                c.dead_t -= 1
+                if c.dead_t == 0:
+                    c.x, c.y = BASE_POS[c.team]
+                    c.hp, c.mana = c.max_hp, c.max_mana
+                    c.potions = max(c.potions, 1)
+                continue
+            c.cd = [v - 1 if v > 0 else 0 for v in c.cd]
+            c.atk_cd = max(c.atk_cd - 1, 0)
+            c.r_fx = max(c.r_fx - 1, 0)
+            c.aggro_t = max(c.aggro_t - 1, 0)
+            if c.shield_t:
+                c.shield_t -= 1
+                if c.shield_t == 0:
+                    c.shield = 0.0
+            regen = 1.5 / FPS
+            if c.potion_t:
+                c.potion_t -= 1
+                regen += POTION_HEAL / POTION_FRAMES
+            bx, by = BASE_POS[c.team]
+            if abs(c.x - bx) <= BASE_HALF and abs(c.y - by) <= BASE_HALF:
+                regen += 0.02 * c.max_hp
+                c.mana = min(c.max_mana, c.mana + 0.02 * c.max_mana)
+            c.hp = min(c.max_hp, c.hp + regen)
+            c.mana = min(c.max_mana, c.mana + 4.0 / FPS)
+            if c.recall_t:
+                c.recall_t += 1
+                if c.recall_t > RECALL_FRAMES:
+                    c.recall_t = 0
+                    c.cd[7] = COOLDOWN[7]
+                    c.x, c.y = BASE_POS[c.team]
+                    c.hp, c.mana = c.max_hp, c.max_mana
+                    c.potions = POTION_MAX
+        self.wave_t -= 1
+        if self.wave_t <= 0:
+            self.wave_t = WAVE_PERIOD
+            self._spawn_wave(0, 0.08)
+            self._spawn_wave(1, 0.92)

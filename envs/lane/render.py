@@ -1,0 +1,352 @@
+"""Numpy renderer for LaneSim: flat colours, rectangle/disc stamps, and a HUD strip at the bottom.
+
+Frame layout (any square resolution ``res``): the top ``res − hud_h`` rows show the world, the bottom
+``hud_h = round(12·res/64)`` rows are the HUD. The HUD never overlaps the world, and no colour except
+the player's body uses ``PLAYER_COLOUR``; the player is drawn last, as a disc of odd diameter centred
+on pixel ``(px, py)`` (column, row), so ``detector.detect_player`` recovers the centre exactly.
+
+HUD (coordinates in 1/64 of the frame width): eight ability icons Q W E R D F item B, 6×6 each, whose
+top part is darkened in proportion to the remaining cooldown (item icon: potion-charge pips on its
+bottom row; B icon: fills purple from the bottom while recalling), the level (two digits, top right),
+the gold (five digits, bottom left) and the player's HP and mana bars (bottom right).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .game import (
+    BASE_HALF,
+    BASE_POS,
+    CHAMP_RADIUS,
+    COOLDOWN,
+    LANE_HALF_WIDTH,
+    LANE_N,
+    R_RADIUS,
+    RECALL_FRAMES,
+    TOWER_MAX_HP,
+    TOWER_POS,
+    TOWER_RADIUS,
+    WORLD_H,
+    WORLD_W,
+    Champion,
+    Game,
+)
+
+PLAYER_COLOUR = (0, 255, 255)
+C = {
+    "grass": (34, 70, 42),
+    "lane": (118, 104, 78),
+    "base0": (36, 58, 112),
+    "base1": (112, 38, 40),
+    "tower0": (40, 90, 210),
+    "tower1": (205, 45, 45),
+    "core0": (150, 180, 255),
+    "core1": (255, 170, 150),
+    "rubble": (78, 78, 78),
+    "melee0": (70, 120, 240),
+    "ranged0": (150, 150, 255),
+    "melee1": (225, 70, 55),
+    "ranged1": (255, 150, 120),
+    "enemy": (255, 70, 220),
+    "q0": (235, 235, 160),
+    "q1": (255, 210, 60),
+    "r0": (90, 130, 200),
+    "r1": (200, 110, 100),
+    "shield": (240, 240, 240),
+    "recall": (170, 90, 255),
+    "bar_bg": (16, 16, 16),
+    "hp_ally": (60, 220, 60),
+    "hp_enemy": (235, 50, 50),
+    "mana": (70, 110, 255),
+    "hud": (22, 22, 30),
+    "gold": (255, 205, 0),
+    "text": (235, 235, 235),
+    "pip_off": (60, 60, 60),
+}
+ICON_COLOURS = (
+    (230, 150, 40),  # Q
+    (200, 200, 210),  # W
+    (120, 200, 90),  # E
+    (220, 60, 140),  # R
+    (250, 240, 120),  # D
+    (90, 230, 180),  # F
+    (210, 40, 40),  # item
+    (150, 110, 250),  # B
+)
+_FONT = {
+    "0": ("111", "101", "101", "101", "111"),
+    "1": ("010", "110", "010", "010", "111"),
+    "2": ("111", "001", "111", "100", "111"),
+    "3": ("111", "001", "111", "001", "111"),
+    "4": ("101", "101", "111", "001", "001"),
+    "5": ("111", "100", "111", "001", "111"),
+    "6": ("111", "100", "111", "101", "111"),
+    "7": ("111", "001", "010", "010", "010"),
+    "8": ("111", "101", "111", "101", "111"),
+    "9": ("111", "101", "111", "001", "111"),
+}
+
+
+def _disc(r: int) -> np.ndarray:
+    """Boolean disc mask of odd side ``2r + 1``, symmetric about its centre pixel."""
+    o = np.arange(-r, r + 1)
+    return (o[:, None] ** 2 + o[None, :] ** 2) <= r * r + r
+
+
+def _fill(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, colour) -> None:
+    """Fill the clipped rectangle ``[y0, y1) × [x0, x1)``."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x0 < x1 and y0 < y1:
+        img[y0:y1, x0:x1] = colour
+
+
+def _stamp(img: np.ndarray, cx: int, cy: int, mask: np.ndarray, colour) -> None:
+    """Paint ``mask`` (odd square) centred on pixel (cx, cy), clipped to the image."""
+    r = mask.shape[0] // 2
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = cx - r, cy - r, cx + r + 1, cy + r + 1
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return
+    sub = img[cy0:cy1, cx0:cx1]
+    sub[mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]] = colour
+
+
+class Renderer:
+    """Draws a ``Game`` into ``uint8 [res, res, 3]`` frames.
+
+    Args:
+        res: frame side in pixels (any value ≥ 32; 64, 128 and 256 are the usual ones).
+        camera: ``fixed`` (whole lane) or ``follow`` (2× zoom centred on the player).
+    """
+
+    def __init__(self, res: int = 128, camera: str = "fixed") -> None:
+        if res < 32:
+            raise ValueError(f"res must be at least 32 pixels, got {res}")
+        if camera not in ("fixed", "follow"):
+            raise ValueError(f"camera must be 'fixed' or 'follow', got {camera!r}")
+        self.res, self.camera = res, camera
+        s = res / 64.0
+        self.hud_h = round(12 * s)
+        self.world_h = res - self.hud_h
+        zoom = 2.0 if camera == "follow" else 1.0
+        self.kx = zoom * res / WORLD_W
+        self.ky = zoom * self.world_h / WORLD_H
+        k = self.kx
+        self.r_champ = max(1, round(CHAMP_RADIUS * k))
+        self.m_champ = _disc(self.r_champ)
+        self.m_ring = _disc(self.r_champ + max(1, round(k)))
+        self.m_r = _disc(max(2, round(R_RADIUS * k)))
+        self.m_q = _disc(max(1, round(1.2 * k)))
+        self.minion = max(2, round(3 * k))
+        self.ranged = max(2, round(2.4 * k))
+        self.tower = max(4, round(2 * TOWER_RADIUS * k))
+        self.core = max(2, self.tower // 2)
+        self.bar_h = max(1, round(1.2 * k))
+        self.bar_champ = max(6, round(10 * k))
+        self.bar_minion = max(2, round(4 * k))
+        self.pad = res
+        self.background = self._background(zoom)
+        self._hud_setup(s)
+
+    # ------------------------------------------------------------------ static layers
+    def _background(self, zoom: float) -> np.ndarray:
+        """World background (fixed) or the whole world at zoom, padded by ``pad`` (follow)."""
+        if self.camera == "fixed":
+            h, w = self.world_h, self.res
+        else:
+            h, w = round(WORLD_H * self.ky), round(WORLD_W * self.kx)
+        ys, xs = np.mgrid[0:h, 0:w]
+        wx = (xs + 0.5) / self.kx
+        wy = WORLD_H - (ys + 0.5) / self.ky
+        img = np.empty((h, w, 3), np.uint8)
+        img[:] = C["grass"]
+        lat = (wx - BASE_POS[0][0]) * LANE_N[0] + (wy - BASE_POS[0][1]) * LANE_N[1]
+        img[np.abs(lat) <= LANE_HALF_WIDTH] = C["lane"]
+        for t in range(2):
+            bx, by = BASE_POS[t]
+            img[(np.abs(wx - bx) <= BASE_HALF) & (np.abs(wy - by) <= BASE_HALF)] = C[f"base{t}"]
+        if self.camera == "fixed":
+            return img
+        p = self.pad
+        big = np.zeros((h + 2 * p, w + 2 * p, 3), np.uint8)
+        big[:] = (10, 12, 10)
+        big[p : p + h, p : p + w] = img
+        return big
+
+    def _hud_setup(self, s: float) -> None:
+        self.font = max(1, int(s))
+        self.icons = [
+            (round((1 + 7 * i) * s), round(1 * s), round((7 + 7 * i) * s), round(7 * s))
+            for i in range(8)
+        ]
+        self.pip = max(1, round(s))
+        self.level_xy = (round(57 * s), round(1 * s))
+        self.gold_xy = (round(1 * s), round(7 * s))
+        self.hp_bar = (round(23 * s), round(7 * s), round(63 * s), round(9 * s))
+        self.mana_bar = (round(23 * s), round(10 * s), round(63 * s), round(12 * s))
+        f = self.font
+        self.glyphs = {
+            ch: np.kron(
+                np.array([[c == "1" for c in row] for row in rows], bool), np.ones((f, f), bool)
+            )
+            for ch, rows in _FONT.items()
+        }
+        hud = np.empty((self.hud_h, self.res, 3), np.uint8)
+        hud[:] = C["hud"]
+        dark = hud.copy()
+        for (x0, y0, x1, y1), col in zip(self.icons, ICON_COLOURS):
+            hud[y0:y1, x0:x1] = col
+            dark[y0:y1, x0:x1] = tuple(int(v * 0.3) for v in col)
+        self.hud_static, self.hud_dark = hud, dark
+
+    # ------------------------------------------------------------------ transforms
+    def offset(self, game: Game) -> tuple[int, int]:
+        """Pixel offset of the view (0, 0 for the fixed camera)."""
+        if self.camera == "fixed":
+            return 0, 0
+        p = game.champs[0]
+        return (
+            math.floor(p.x * self.kx) - self.res // 2,
+            math.floor((WORLD_H - p.y) * self.ky) - self.world_h // 2,
+        )
+
+    def to_pixel(self, x: float, y: float, off: tuple[int, int]) -> tuple[int, int]:
+        """World position → (column, row) of the pixel that contains it."""
+        return math.floor(x * self.kx) - off[0], math.floor((WORLD_H - y) * self.ky) - off[1]
+
+    def player_pixel(self, game: Game) -> tuple[float, float]:
+        """(px, py) of the player's body centre as drawn; (-1, -1) while the player is dead."""
+        p = game.champs[0]
+        if not p.alive:
+            return -1.0, -1.0
+        cx, cy = self.to_pixel(p.x, p.y, self.offset(game))
+        return float(cx), float(cy)
+
+    # ------------------------------------------------------------------ drawing
+    def render(self, game: Game) -> np.ndarray:
+        """A fresh ``uint8 [res, res, 3]`` frame of the current state."""
+        frame = np.empty((self.res, self.res, 3), np.uint8)
+        world = frame[: self.world_h]
+        off = self.offset(game)
+        if self.camera == "fixed":
+            world[:] = self.background
+        else:
+            p = self.pad
+            world[:] = self.background[
+                p + off[1] : p + off[1] + self.world_h, p + off[0] : p + off[0] + self.res
+            ]
+        blue, red = game.champs
+        for c in (red, blue):
+            if c.alive and c.r_fx:
+                _stamp(world, *self.to_pixel(c.x, c.y, off), self.m_r, C[f"r{c.team}"])
+        self._towers(world, game, off)
+        self._minions(world, game, off)
+        if red.alive:
+            self._champion(world, red, off, C["enemy"], C["hp_enemy"])
+        for p in game.projectiles:
+            _stamp(world, *self.to_pixel(p[1], p[2], off), self.m_q, C[f"q{p[0]}"])
+        if blue.alive:
+            self._champion(world, blue, off, PLAYER_COLOUR, C["hp_ally"])
+        self._hud(frame[self.world_h :], blue)
+        return frame
+
+    def _towers(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
+        h, c, bw = self.tower // 2, self.core // 2, self.bar_champ
+        for t in range(2):
+            cx, cy = self.to_pixel(*TOWER_POS[t], off)
+            hp = game.tower_hp[t]
+            if hp <= 0:
+                _fill(img, cx - h, cy - h // 2, cx + h, cy + h, C["rubble"])
+                continue
+            _fill(img, cx - h, cy - h, cx + h, cy + h, C[f"tower{t}"])
+            _fill(img, cx - c, cy - c, cx + c, cy + c, C[f"core{t}"])
+            y0 = cy - h - 1 - self.bar_h
+            _fill(img, cx - bw // 2, y0, cx + bw // 2, y0 + self.bar_h, C["bar_bg"])
+            fill = round(bw * hp / TOWER_MAX_HP)
+            col = C["hp_ally"] if t == 0 else C["hp_enemy"]
+            _fill(img, cx - bw // 2, y0, cx - bw // 2 + fill, y0 + self.bar_h, col)
+
+    def _minions(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
+        from .game import MINION_HP
+
+        bw, bh = self.bar_minion, self.bar_h
+        for i in np.flatnonzero(game.m_alive):
+            team, kind = int(game.m_team[i]), int(game.m_kind[i])
+            cx, cy = self.to_pixel(game.m_x[i], game.m_y[i], off)
+            side = self.minion if kind == 0 else self.ranged
+            h = side // 2
+            _fill(
+                img,
+                cx - h,
+                cy - h,
+                cx - h + side,
+                cy - h + side,
+                C[f"{('melee', 'ranged')[kind]}{team}"],
+            )
+            y0 = cy - h - 1 - bh
+            x0 = cx - bw // 2
+            _fill(img, x0, y0, x0 + bw, y0 + bh, C["bar_bg"])
+            fill = math.ceil(bw * game.m_hp[i] / MINION_HP[kind])
+            _fill(img, x0, y0, x0 + fill, y0 + bh, C["hp_ally"] if team == 0 else C["hp_enemy"])
+
+    def _champion(self, img: np.ndarray, c: Champion, off: tuple[int, int], body, hp_col) -> None:
+        cx, cy = self.to_pixel(c.x, c.y, off)
+        if c.recall_t:
+            _stamp(img, cx, cy, self.m_ring, C["recall"])
+        elif c.shield > 0:
+            _stamp(img, cx, cy, self.m_ring, C["shield"])
+        bw, bh, r = self.bar_champ, self.bar_h, self.m_ring.shape[0] // 2
+        x0 = cx - bw // 2
+        y_mana = cy - r - 1 - bh
+        y_hp = y_mana - bh
+        _fill(img, x0, y_hp, x0 + bw, y_mana + bh, C["bar_bg"])
+        _fill(img, x0, y_hp, x0 + math.ceil(bw * c.hp / c.max_hp), y_hp + bh, hp_col)
+        _fill(img, x0, y_mana, x0 + math.ceil(bw * c.mana / c.max_mana), y_mana + bh, C["mana"])
+        if c.recall_t:
+            _fill(
+                img,
+                x0,
+                y_hp - bh,
+                x0 + math.ceil(bw * c.recall_t / RECALL_FRAMES),
+                y_hp,
+                C["recall"],
+            )
+        _stamp(img, cx, cy, self.m_champ, body)
+
+    def _text(self, img: np.ndarray, x: int, y: int, text: str, colour) -> None:
+        f = self.font
+        for ch in text:
+            g = self.glyphs[ch]
+            sub = img[y : y + 5 * f, x : x + 3 * f]
+            sub[g[: sub.shape[0], : sub.shape[1]]] = colour
+            x += 4 * f
+
+    def _hud(self, hud: np.ndarray, p: Champion) -> None:
+        hud[:] = self.hud_static
+        for k, (x0, y0, x1, y1) in enumerate(self.icons):
+            frac = p.cd[k] / COOLDOWN[k]
+            if frac > 0:
+                y = y0 + math.ceil(frac * (y1 - y0))
+                hud[y0:y, x0:x1] = self.hud_dark[y0:y, x0:x1]
+        x0, y0, x1, y1 = self.icons[6]
+        for j in range(3):
+            col = C["text"] if j < p.potions else C["pip_off"]
+            px = x0 + 2 * j * self.pip
+            hud[y1 - self.pip : y1, px : px + self.pip] = col
+        if p.recall_t:
+            x0, y0, x1, y1 = self.icons[7]
+            y = y1 - math.ceil(p.recall_t / RECALL_FRAMES * (y1 - y0))
+            hud[y:y1, x0:x1] = C["recall"]
+        self._text(hud, *self.level_xy, f"{min(p.level, 99):02d}", C["text"])
+        self._text(hud, *self.gold_xy, f"{min(int(p.gold), 99999):05d}", C["gold"])
+        for (x0, y0, x1, y1), val, col in (
+            (self.hp_bar, p.hp / p.max_hp, C["hp_ally"]),
+            (self.mana_bar, p.mana / p.max_mana, C["mana"]),
+        ):
+            hud[y0:y1, x0:x1] = C["bar_bg"]
+            hud[y0:y1, x0 : x0 + math.ceil((x1 - x0) * val)] = col

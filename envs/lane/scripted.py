@@ -1,0 +1,61 @@
+"""``ScriptedPlayer``: a decent, not optimal, demonstrator for each LaneSim task.
+
+It reads the true game state of ``env.unwrapped`` (not pixels). ``skill`` ∈ [0, 1] sets how sloppy it
+is: with probability ``epsilon = 0.4·(1 − skill)`` a frame's action is uniformly random, and it acts on
+the state ``delay = round(6·(1 − skill))`` frames old (reaction time).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from lol_dreamer.actions import ACTION_NVEC, TASKS
+
+from .brain import decide
+
+
+class ScriptedPlayer:
+    """Plays the blue champion of a ``LaneEnv``.
+
+    Args:
+        task: ``farm`` | ``fight`` | ``push``, or ``mixed`` / None to follow the env's current task.
+        skill: 1 = no noise and no delay; 0 = 40% random actions and a 6-frame delay.
+        seed: seed of the player's own noise generator.
+
+    Example:
+        >>> import gymnasium as gym, lol_dreamer
+        >>> env = gym.make("LoLLane-v0", task="farm", max_steps=50)
+        >>> bot = ScriptedPlayer("farm", seed=0)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, r, term, trunc, info = env.step(bot.act(env))
+    """
+
+    def __init__(
+        self, task: str | None = "farm", skill: float = 0.8, seed: int | None = None
+    ) -> None:
+        if task not in (*TASKS, "mixed", None):
+            raise ValueError(f"task must be one of {TASKS}, 'mixed' or None, got {task!r}")
+        if not 0.0 <= skill <= 1.0:
+            raise ValueError(f"skill must be in [0, 1], got {skill}")
+        self.task, self.skill = task, skill
+        self.epsilon = 0.4 * (1.0 - skill)
+        self.delay = round(6 * (1.0 - skill))
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reseed the noise generator and forget per-episode memory."""
+        self.rng = np.random.default_rng(seed)
+        self.mem: dict = {}
+
+    def act(self, env: gym.Env) -> np.ndarray:
+        """The next action ``int64 [9]`` for ``env`` (any wrapper around a ``LaneEnv``)."""
+        lane = env.unwrapped
+        game = lane.game
+        if game is None:
+            raise RuntimeError("reset the environment before asking the scripted player to act")
+        task = self.task if self.task in TASKS else TASKS[lane.task]
+        if self.rng.random() < self.epsilon:
+            return np.array([self.rng.integers(n) for n in ACTION_NVEC], dtype=np.int64)
+        snap = game.history[max(0, len(game.history) - 1 - self.delay)]
+        return decide(snap, 0, task, self.mem)
