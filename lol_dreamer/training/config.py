@@ -1,0 +1,124 @@
+"""The training-loop contracts: :class:`TrainConfig`, the objective protocol and what a run returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from lol_dreamer.training.schedule import default_warmup
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every phase (saved as ``config.json["train"]``).
+
+    Attributes:
+        steps: total optimiser steps of the run (also when resuming).
+        batch_size: sequences per step per rank (recorded; the batch source applies it).
+        lr: peak learning rate.
+        warmup: linear-warmup steps; None → min(1000, 5% of ``steps``) (SPEC §1).
+        min_lr_ratio: cosine floor as a fraction of ``lr``.
+        weight_decay: AdamW decoupled weight decay on matrices (norm gains and biases get none).
+        betas: AdamW betas.
+        grad_clip: global gradient-norm clip (≤ 0: measure only).
+        ema_decay: EMA of weights (0 = off); the EMA weights are evaluated and published.
+        eval_every: evaluate every N steps and at the end (0 = only at the end).
+        save_every: checkpoint every N steps and at the end (0 = only at the end).
+        log_every: refresh the progress bar every N steps.
+        compile: ``torch.compile`` the model's forward.
+        grad_checkpointing: recompute activations in backward (needs model support).
+        amp: ``"auto"`` (bf16 autocast on CUDA, off on CPU), ``"bf16"`` or ``"off"``.
+        seed: seeds torch / NumPy / Python RNGs at the start (offset by rank).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
+        progress: show a tqdm bar and print the summary (rank 0).
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    warmup: int | None = None
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    eval_every: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    compile: bool = False
+    grad_checkpointing: bool = False
+    amp: str = "auto"
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return default_warmup(self.steps) if self.warmup is None else self.warmup
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class LossOutput:
+    """What an objective returns.
+
+    Attributes:
+        loss: scalar tensor, the optimised total.
+        terms: raw un-normalised terms by name (floats or scalar tensors).
+        metrics: extra diagnostics by name.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, batch: dict[str, Any], step: int) -> LossOutput: ...
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run folder (None when nothing was written).
+        step: optimiser steps completed in total.
+        start_step: the step this session started from (> 0 after resume).
+        losses: the loss of each step run in this session.
+        eval: the last evaluation's scalars.
+        seconds: wall time of this session's loop.
+        summary: the closing paragraph.
+    """
+
+    run_dir: Path | None
+    step: int
+    start_step: int
+    losses: list[float]
+    eval: dict[str, float]
+    seconds: float
+    summary: str
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradients became NaN/Inf; training stopped before applying the update."""

@@ -1,0 +1,176 @@
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from _trainer_toys import RMSObjective, ToyData, build_toy
+
+from lol_dreamer import checkpoint
+from lol_dreamer.training import (
+    EMA,
+    NonFiniteLossError,
+    TrainConfig,
+    WarmupCosine,
+    default_warmup,
+    train,
+)
+from lol_dreamer.training.run_log import read_metrics
+
+TOY = {"d_in": 4, "hidden": 16}
+
+
+@pytest.fixture(autouse=True)
+def _toy_kind():
+    checkpoint.register_builder("toy", build_toy)
+    yield
+    checkpoint.BUILDERS.pop("toy", None)
+
+
+def _cfg(**kw):
+    base = dict(steps=30, lr=3e-2, save_every=10, device="cpu", progress=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _run(run_dir, cfg, resume=False, objective=None, **kw):
+    model = build_toy(TOY)
+    return train(
+        model, objective or RMSObjective(), ToyData(), cfg, run_dir,
+        run_config={"kind": "toy", "model": TOY, "data": "toy"}, resume=resume, **kw,
+    )  # fmt: skip
+
+
+class Interrupt(RMSObjective):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def __call__(self, model, batch, step):
+        if step == self.at:
+            raise KeyboardInterrupt
+        return super().__call__(model, batch, step)
+
+
+def test_default_warmup():
+    assert default_warmup(100) == 5
+    assert default_warmup(10) == 0
+    assert default_warmup(20_000) == 1000
+    assert default_warmup(1_000_000) == 1000
+    assert TrainConfig(steps=200).warmup_steps == 10
+    assert TrainConfig(steps=200, warmup=3).warmup_steps == 3
+
+
+def test_schedule_shape():
+    s = WarmupCosine(lr=1.0, steps=100, warmup=10, min_lr_ratio=0.1)
+    lrs = [s(i) for i in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in itertools.pairwise(lrs[:10]))  # rising warmup
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))  # monotone decay
+    assert lrs[-1] == pytest.approx(0.1)  # floor reached at the last step
+    mid = 10 + (99 - 10) / 2
+    assert s(int(mid)) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * (int(mid) - 10) / 89)))
+    assert WarmupCosine(lr=2.0, steps=5, warmup=0)(0) == pytest.approx(2.0)
+
+
+def test_ema_maths():
+    m = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    ema = EMA(m, decay=0.9)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema.update(m)
+    assert torch.allclose(ema.state_dict()["weight"], torch.full((2, 3), 0.1))
+    ema.update(m)  # 0.9·0.1 + 0.1·1
+    assert torch.allclose(ema.state_dict()["weight"], torch.full((2, 3), 0.19))
+    # n updates towards a constant: 1 − 0.9ⁿ
+    for _ in range(8):
+        ema.update(m)
+    assert torch.allclose(ema.state_dict()["weight"], torch.full((2, 3), 1 - 0.9**10), atol=1e-6)
+    ema.copy_to(m)
+    assert torch.allclose(m.weight, torch.full((2, 3), 1 - 0.9**10), atol=1e-6)
+
+
+def test_metrics_rows_one_per_step_and_loss_falls(tmp_path):
+    res = _run(tmp_path / "run", _cfg(steps=40))
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == list(range(1, 41))
+    for r in rows:
+        assert {"loss", "loss/mse", "loss/abs", "lr", "grad_norm", "perf/steps_per_s"} <= set(r)
+    assert [r["loss"] for r in rows] == pytest.approx(res.losses)
+    first = sum(r["loss/mse"] for r in rows[:5]) / 5
+    last = sum(r["loss/mse"] for r in rows[-5:]) / 5
+    assert last < 0.5 * first
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (
+        cfg["kind"] == "toy"
+        and cfg["model"] == TOY
+        and cfg["train"]["steps"] == 40
+        and cfg["data"] == "toy"
+    )
+    assert "Trained steps 1–40" in res.summary
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
+    full = _run(tmp_path / "full", _cfg(ema_decay=0.9))
+    # The same run killed during step 24 (last checkpoint: step 20), then resumed to 30.
+    run = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        _run(run, _cfg(ema_decay=0.9), objective=Interrupt(at=23))
+    assert checkpoint.load_run_config(run)["kind"] == "toy"
+    resumed = _run(run, _cfg(ema_decay=0.9), resume=True)
+    assert resumed.start_step == 20
+    assert resumed.losses == full.losses[20:]  # bit-exact
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert [r["loss"] for r in rows] == full.losses
+    a = checkpoint.load_state_dict_file(tmp_path / "full" / "model.safetensors")
+    b = checkpoint.load_state_dict_file(run / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path):
+    _run(tmp_path / "r", _cfg(steps=10))
+    with pytest.raises(ValueError, match="--resume"):
+        _run(tmp_path / "r", _cfg(steps=10))
+
+
+def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "nan"
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss became nan at step 15.*last good checkpoint \(step 10\)"
+    ):
+        _run(run, _cfg(steps=30, save_every=10), objective=RMSObjective(nan_at=14))
+    weights = checkpoint.load_state_dict_file(run / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "ref", _cfg(steps=30, save_every=10), objective=Interrupt(at=12))
+    ref = checkpoint.load_state_dict_file(tmp_path / "ref" / "model.safetensors")
+    # the saved weights are exactly those of step 10; the state folder says so too
+    assert all(torch.equal(weights[k], ref[k]) for k in ref)
+    assert json.loads((run / "state" / "trainer.json").read_text())["step"] == 10
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 15))
+
+
+def test_eval_fn_uses_ema_weights_and_params_subset(tmp_path):
+    seen = {}
+
+    def eval_fn(model, step):
+        seen[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        assert not model.training and not torch.is_grad_enabled()
+        return {"score": float(step)}
+
+    model = build_toy(TOY)
+    frozen0 = model[0].weight.detach().clone()
+    res = train(
+        model, RMSObjective(), ToyData(), _cfg(steps=12, eval_every=6, ema_decay=0.5), tmp_path / "e",
+        params=list(model[2].parameters()), eval_fn=eval_fn, run_config={"kind": "toy", "model": TOY},
+    )  # fmt: skip
+    assert torch.equal(model[0].weight, frozen0)  # frozen part untouched
+    assert sorted(seen) == [6, 12] and res.eval == {"score": 12.0}
+    rows = read_metrics(tmp_path / "e")
+    assert rows[5]["eval/score"] == 6.0 and "eval/score" not in rows[4]
+    published = checkpoint.load_state_dict_file(tmp_path / "e" / "model.safetensors")
+    assert torch.equal(published["2.weight"], seen[12]["2.weight"])  # evaluated = published = EMA
+    assert not torch.equal(published["2.weight"], model[2].weight)  # model keeps raw weights
