@@ -32,6 +32,8 @@ from lol_dreamer.io import atomic_write, read_json
 # Add one line per model family; the module is imported only when such a run is loaded.
 BUILDERS: dict[str, str] = {
     "tokenizer": "lol_dreamer.models:build_tokenizer",
+    "dynamics": "lol_dreamer.models.agent_model:build_dynamics_model",
+    "agent": "lol_dreamer.models.agent_model:build_agent_model",
 }
 
 
