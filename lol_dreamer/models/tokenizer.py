@@ -215,19 +215,30 @@ class TransformerTokenizer(nn.Module):
         return y.clamp(0.0, 1.0) if clamp else y
 
     # ------------------------------------------------------------------------------------ public
-    def encode(self, frames: Tensor, mask_ratio: float | None = 0.0) -> Tensor:
+    def encode(
+        self, frames: Tensor, mask_ratio: float | None = 0.0, drop_mask: Tensor | None = None
+    ) -> Tensor:
         """Encode a clip.
 
         Args:
             frames: ``[b, t, c, H, W]`` float in [0, 1].
             mask_ratio: MAE patch-drop probability; ``None`` draws ``p ~ U(0, mae_max_ratio)`` per
                 image in training mode (no dropping in eval mode); ``0.0`` drops nothing.
+            drop_mask: explicit bool ``[b, t, P]`` of patches to replace by the mask embedding
+                (e.g. from :meth:`sample_mae_mask`); overrides ``mask_ratio``.
         Returns:
             ``z [b, t, n_z, d_z]`` in (-1, 1).
         """
         check_frames(frames, self.cfg)
         b, t = frames.shape[:2]
-        drop = self._drop_mask(b, t, mask_ratio, frames.device)
+        if drop_mask is not None:
+            if tuple(drop_mask.shape) != (b, t, self.cfg.n_patches):
+                raise ValueError(
+                    f"drop_mask must be bool [{b}, {t}, {self.cfg.n_patches}], got {tuple(drop_mask.shape)}"
+                )
+            drop = drop_mask.to(device=frames.device, dtype=torch.bool)
+        else:
+            drop = self._drop_mask(b, t, mask_ratio, frames.device)
         x = self._embed_frames(frames, drop)  # b t s d
         s = x.shape[2]
         rope = self._rope(self._enc_pos, torch.arange(t, device=frames.device))
