@@ -148,7 +148,7 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.model = model.to(self.device)
         self.objective = objective
-        if isinstance(objective, nn.Module):
+        if callable(getattr(objective, "to", None)):
             objective.to(self.device)
         self.sampler = data
         self.batch_fn = data.sample if hasattr(data, "sample") else data
@@ -296,10 +296,15 @@ class Trainer:
         if self.ema is not None:
             self.ema.copy_to(self.model)
         self.model.eval()
+        # Evaluation draws from forked RNGs so it never shifts the training stream (exact resume).
+        np_state, py_state = np.random.get_state(), random.getstate()
+        devices = [self.device] if self.device.type == "cuda" else []
         try:
-            with torch.no_grad(), self.autocast():
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), self.autocast():
                 out = self.eval_fn(self.model, self.step) or {}
         finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
             self.model.train()
             if raw is not None:
                 self.model.load_state_dict(raw)
