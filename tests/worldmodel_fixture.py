@@ -52,7 +52,7 @@ def make_world_model(
     seed: int = 0,
     tokenizer_preset: str = "test",
     dynamics_preset: str = "test",
-    reward_scale: float = 0.5,
+    reward_scale: float = 0.05,
     continue_bias: float = 4.0,
     continue_scale: float = 0.0,
 ) -> Path:
@@ -82,6 +82,10 @@ def make_world_model(
     torch.manual_seed(seed)
     tcfg = TokenizerConfig.preset(tokenizer_preset, res=res)
     tok = build_tokenizer(tcfg.to_dict()).eval()
+    to_pixels = getattr(tok, "to_pixels", None)
+    if isinstance(to_pixels, torch.nn.Linear):  # zero-initialised (mid-grey); give frames content
+        with torch.no_grad():
+            to_pixels.weight.normal_(0.0, 0.3)
     dcfg = DynamicsConfig.preset(
         dynamics_preset, n_z=tcfg.n_z, d_z=tcfg.d_z, context=context, n_agent=1 if heads else 0
     )

@@ -1,0 +1,272 @@
+"""N dreams stepped as one batch: the engine shared by ``DreamEnv``, ``DreamVectorEnv`` and the TorchRL env.
+
+One :class:`DreamBatch` owns a KV-cached sampler state and a streaming decoder for ``N`` streams on one
+device. ``reset(rows, ...)`` restarts some streams from start clips while the others keep dreaming;
+``step(actions)`` runs K shortcut steps for every stream, then (optionally) decodes the new frames and
+reads the agent heads. There is no Python loop over streams anywhere on the step path.
+
+Dimension letters: ``N`` streams, ``M`` streams being reset, ``C`` context frames, ``n``/``c`` latent
+tokens / channels (``n_z``/``d_z``), ``H``/``W`` frame size, ``d`` agent-token width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lol_dreamer.actions import ACTION_DIM, N_MOVE
+from lol_dreamer.world_model import WorldModel
+
+
+@dataclass
+class DreamStep:
+    """What one batched step produced (all tensors on the world model's device).
+
+    Attributes:
+        latent: ``float32 [N, n, c]`` the new frames' latents.
+        agent_features: ``float32 [N, d]`` agent-token features, or None without agent tokens.
+        reward: ``float32 [N]`` reward-head prediction (zeros without heads).
+        continue_prob: ``float32 [N]`` p(episode goes on) (ones without heads).
+        frames: ``uint8 [N, H, W, 3]`` decoded frames, or None when decoding is off.
+    """
+
+    latent: Tensor
+    agent_features: Tensor | None
+    reward: Tensor
+    continue_prob: Tensor
+    frames: Tensor | None
+
+
+def to_uint8_frames(x: Tensor) -> Tensor:
+    """Decoder output ``[N, 3, H, W]`` in [0, 1] → ``uint8 [N, H, W, 3]``."""
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+class DreamBatch:
+    """``N`` dreams on one device.
+
+    Args:
+        wm: the world model.
+        num_envs: ``N``.
+        k: denoising steps per frame (default the model's).
+        context_length: frames of context kept in the KV cache (default the model's).
+        decode: decode frames on every step (turn off when only latents / agent features are needed).
+    """
+
+    def __init__(
+        self,
+        wm: WorldModel,
+        num_envs: int,
+        *,
+        k: int | None = None,
+        context_length: int | None = None,
+        decode: bool = True,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be ≥ 1, got {num_envs}")
+        self.wm = wm
+        self.num_envs = num_envs
+        self.device = wm.device
+        self.k = int(k or wm.k)
+        self.context_length = int(context_length or wm.context_length)
+        self.decode = decode
+        self.sampler = wm.sampler(k=self.k, context_length=self.context_length)
+        self.state = None
+        self.decoder = wm.tokenizer.decoder_stream(num_envs) if decode else None
+        self.tasks = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(0)
+        self.latent: Tensor | None = None
+        self.agent_features: Tensor | None = None
+
+    def seed(self, seed: int) -> None:
+        """Seed the torch generator every sampling draw comes from."""
+        self.generator.manual_seed(int(seed) % (2**63))
+
+    # -------------------------------------------------------------------------------------------
+    # Starting
+
+    def _check_start(
+        self, latents: Tensor, actions: Tensor, tasks: Tensor, m: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        wm = self.wm
+        if (
+            latents.ndim != 4
+            or tuple(latents.shape[2:]) != (wm.n_z, wm.d_z)
+            or latents.shape[0] != m
+        ):
+            raise ValueError(
+                f"start latents must be [{m}, C, {wm.n_z}, {wm.d_z}], got {tuple(latents.shape)}"
+            )
+        c = latents.shape[1]
+        if tuple(actions.shape) != (m, c, ACTION_DIM):
+            raise ValueError(f"start actions must be [{m}, {c}, 9], got {tuple(actions.shape)}")
+        if tuple(tasks.shape) != (m,):
+            raise ValueError(f"start tasks must be [{m}], got {tuple(tasks.shape)}")
+        dev = self.device
+        return (
+            latents.to(dev, torch.float32),
+            actions.to(dev, torch.long),
+            tasks.to(dev, torch.long),
+        )
+
+    @torch.no_grad()
+    def reset(
+        self,
+        rows: Tensor | None,
+        latents: Tensor,
+        actions: Tensor,
+        tasks: Tensor,
+        labeled: Tensor | None = None,
+    ) -> Tensor | None:
+        """Restart the streams ``rows`` from start clips; the other streams are untouched.
+
+        Args:
+            rows: ``bool [N]`` streams to restart, or None for all of them.
+            latents: ``[M, C, n, c]`` context latents, M = number of restarted streams.
+            actions: ``int64 [M, C, 9]`` stored-alignment actions (``actions[:, t]`` after frame t).
+            tasks: ``int64 [M]`` task ids.
+            labeled: ``bool [M, C]`` which context actions are known (default all).
+        Returns:
+            ``uint8 [M, H, W, 3]``, the decoded last context frame of each restarted stream (None when
+            decoding is off).
+        """
+        n = self.num_envs
+        if rows is None:
+            rows = torch.ones(n, dtype=torch.bool, device=self.device)
+        rows = rows.to(self.device, torch.bool)
+        m = int(rows.sum())
+        if m == 0:
+            return None
+        latents, actions, tasks = self._check_start(latents, actions, tasks, m)
+        if labeled is not None:
+            labeled = labeled.to(self.device, torch.bool)
+        idx = rows.nonzero()[:, 0]
+        self.tasks[idx] = tasks
+        if self.state is None or m == n:
+            if m != n:
+                raise ValueError("the first reset must restart every stream")
+            self.state = self.sampler.start(
+                latents, actions, labeled, task=tasks, generator=self.generator
+            )
+        else:
+            self.sampler.reset_streams(
+                self.state, rows, latents, actions, labeled, task=tasks, generator=self.generator
+            )
+        last = latents[:, -1]
+        if self.latent is None:
+            self.latent = torch.zeros(n, self.wm.n_z, self.wm.d_z, device=self.device)
+        self.latent[idx] = last
+        self.agent_features = _features(self.state.agent)
+        if not self.decode:
+            return None
+        return self._prime_decoder(rows, idx, latents)
+
+    def _prime_decoder(self, rows: Tensor, idx: Tensor, latents: Tensor) -> Tensor:
+        """Feed the context latents through the streaming decoder of the restarted rows.
+
+        Returns the decoded last context frame ``uint8 [M, H, W, 3]``.
+        """
+        dec = self.decoder
+        c = latents.shape[1]
+        if len(idx) == self.num_envs:
+            dec.reset()
+            dec.t = 0
+            for t in range(c):
+                frame = dec.step(latents[:, t])
+            return to_uint8_frames(frame)
+        # A fresh stream for the restarted rows, positioned so its last frame sits just before the
+        # main stream's next one, then spliced into the main stream's per-frame cache.
+        tmp = self.wm.tokenizer.decoder_stream(len(idx))
+        tmp.t = dec.t - c
+        for t in range(c):
+            frame = tmp.step(latents[:, t])
+        if hasattr(dec, "frames"):  # stateless (per-frame) decoders keep no history to splice
+            splice_decoder_rows(dec, tmp, rows)
+        return to_uint8_frames(frame)
+
+    # -------------------------------------------------------------------------------------------
+    # Stepping
+
+    @torch.no_grad()
+    def step(self, actions: Tensor, decode: bool | None = None) -> DreamStep:
+        """Advance every stream by one frame.
+
+        Args:
+            actions: ``int64 [N, 9]`` (movement 0..18, keys 0/1).
+            decode: override the batch's decode setting for this step (only ``False`` is allowed when
+                the batch was built without a decoder).
+        Returns:
+            :class:`DreamStep`.
+        """
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = actions.to(self.device, torch.long)
+        if tuple(a.shape) != (self.num_envs, ACTION_DIM):
+            raise ValueError(
+                f"actions must be int64 [{self.num_envs}, 9] = [movement, 8 keys], got {tuple(a.shape)}"
+            )
+        if bool(((a[:, 0] < 0) | (a[:, 0] >= N_MOVE)).any()) or bool(
+            ((a[:, 1:] < 0) | (a[:, 1:] > 1)).any()
+        ):
+            raise ValueError("action out of range: movement must be 0..18 and keys 0/1")
+        z, feats = self.sampler.step(self.state, a, generator=self.generator)
+        z = z.float()
+        self.latent = z
+        self.agent_features = _features(feats)
+        n = self.num_envs
+        if self.wm.heads is not None and self.agent_features is not None:
+            reward = self.wm.reward(self.agent_features)
+            cont = self.wm.continue_prob(self.agent_features)
+        else:
+            reward = torch.zeros(n, device=self.device)
+            cont = torch.ones(n, device=self.device)
+        frames = None
+        if self.decode if decode is None else decode:
+            if self.decoder is None:
+                raise ValueError(
+                    "this dream batch was built with decode=False; it cannot decode frames"
+                )
+            frames = to_uint8_frames(self.decoder.step(z))
+        elif self.decoder is not None:
+            self.decoder.step(z)  # keep the decoder's history in step with the dream
+        return DreamStep(
+            latent=z,
+            agent_features=self.agent_features,
+            reward=reward,
+            continue_prob=cont,
+            frames=frames,
+        )
+
+
+def _features(agent: Tensor | None) -> Tensor | None:
+    """Sampler agent-token outputs ``[N, S_g, d]`` → head inputs ``[N, d]`` (mean over the S_g tokens)."""
+    return None if agent is None else agent.float().mean(dim=1)
+
+
+def splice_decoder_rows(dst: object, src: object, rows: Tensor) -> None:
+    """Copy the per-frame key/value history of stream ``src`` (``M`` rows) into rows ``rows`` of ``dst``.
+
+    Both are ``DecoderStream`` objects of the same tokenizer. Histories are aligned at their newest
+    frame; ``dst`` frames older than ``src``'s history become invalid for those rows.
+    """
+    idx = rows.nonzero()[:, 0]
+    d_frames, s_frames = dst.frames, src.frames
+    # Grow dst's history (invalid for every row) when src remembers more frames than dst.
+    while len(d_frames) < len(s_frames) and len(d_frames) < (d_frames.maxlen or 0):
+        kv_ref, _ = s_frames[0]
+        b = dst.batch
+        empty = [(k.new_zeros(b, *k.shape[1:]), v.new_zeros(b, *v.shape[1:])) for k, v in kv_ref]
+        d_frames.appendleft((empty, torch.zeros(b, dtype=torch.bool, device=idx.device)))
+    for j in range(1, len(d_frames) + 1):
+        kv_d, valid_d = d_frames[-j]
+        if j <= len(s_frames):
+            kv_s, valid_s = s_frames[-j]
+            for (kd, vd), (ks, vs) in zip(kv_d, kv_s):
+                kd[idx] = ks.to(kd.dtype)
+                vd[idx] = vs.to(vd.dtype)
+            valid_d[idx] = valid_s.to(valid_d.device)
+        else:
+            valid_d[idx] = False
