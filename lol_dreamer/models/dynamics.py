@@ -135,8 +135,16 @@ class DynamicsConfig:
         return cls(**d)
 
     @classmethod
-    def preset(cls, name: str, n_z: int = 64, d_z: int = 16, **overrides: Any) -> DynamicsConfig:
+    def preset(
+        cls, name: str, n_z: int | None = None, d_z: int | None = None, **overrides: Any
+    ) -> DynamicsConfig:
         """Named sizes; ``n_z``/``d_z`` come from the tokenizer.
+
+        Args:
+            name: ``test``, ``nano``, ``tiny``, ``small``, ``medium`` or ``large``.
+            n_z, d_z: the tokenizer's latent shape; None takes it from the tokenizer preset of the
+                same name (``TokenizerConfig.preset(name)``).
+            overrides: any other :class:`DynamicsConfig` field.
 
         ``test`` is for CI; ``nano`` (~1.6 M parameters) generates interactively on one CPU core;
         ``tiny``/``small``/``medium``/``large`` land near 5 M / 39 M / 129 M / 306 M parameters.
@@ -153,6 +161,11 @@ class DynamicsConfig:
         }
         if name not in presets:
             raise ValueError(f"unknown dynamics preset {name!r}; choose one of {sorted(presets)}")
+        if n_z is None or d_z is None:
+            from lol_dreamer.models.tokenizer_config import TokenizerConfig
+
+            tok = TokenizerConfig.preset(name)
+            n_z, d_z = n_z or tok.n_z, d_z or tok.d_z
         kw = {**presets[name], **overrides}
         s_z = kw["s_z"]
         while (n_z * d_z) % s_z:  # keep s_z a divisor of n_z*d_z for unusual tokenizer shapes
@@ -272,6 +285,10 @@ class DynamicsModel(nn.Module):
         mask[: s - c.n_agent, s - c.n_agent :] = False
         self.register_buffer("space_mask", mask, persistent=False)
         self.register_buffer("space_pos", torch.arange(s), persistent=False)
+
+    @property
+    def config(self) -> DynamicsConfig:
+        return self.cfg
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -402,3 +419,8 @@ class DynamicsModel(nn.Module):
         if cache is not None:
             cache.append(i, k_new, v_new, pos)
         return rearrange(xs, "(b s) t d -> b t s d", b=b)
+
+
+def build_dynamics(model: dict[str, Any]) -> DynamicsModel:
+    """Checkpoint builder: the ``model`` section of a run's ``config.json`` → :class:`DynamicsModel`."""
+    return DynamicsModel(DynamicsConfig.from_dict(model))

@@ -1,0 +1,189 @@
+"""Shortcut forcing: level grids, ramp weight, exact loss on a closed-form network, learning."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel
+from lol_dreamer.objectives.shortcut import (
+    ShortcutConfig,
+    ShortcutObjective,
+    ramp_weight,
+    sample_levels,
+    sequence_length,
+    shortcut_loss,
+)
+
+K_MAX = 64
+
+
+class LinearStandIn(nn.Module):
+    """``ẑ1 = α·z + β·τ + γ·step_idx`` elementwise: every pass is known in closed form."""
+
+    def __init__(self, alpha: float = 0.6, beta: float = 0.3, gamma: float = -0.05) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(alpha))
+        self.beta, self.gamma = beta, gamma
+        self.calls: list[dict] = []
+
+    def forward(
+        self, z, tau_idx, step_idx, actions=None, labeled=None, task=None, independent=None
+    ):
+        self.calls.append(
+            dict(actions=actions, labeled=labeled, independent=independent, t=z.shape[1])
+        )
+        tau = (tau_idx.float() / K_MAX)[..., None, None]
+        return SimpleNamespace(
+            z1=self.alpha * z + self.beta * tau + self.gamma * step_idx[..., None, None].float()
+        )
+
+
+def test_level_grid_and_step_distribution():
+    g = torch.Generator().manual_seed(0)
+    tau_idx, step_idx = sample_levels((4000, 16), K_MAX, generator=g)
+    k = 2**step_idx
+    stride = K_MAX // k
+    assert bool((tau_idx % stride == 0).all())  # τ is a multiple of d
+    assert bool((tau_idx < K_MAX).all()) and bool((tau_idx >= 0).all())  # τ < 1
+    counts = torch.bincount(step_idx.flatten(), minlength=7).float()
+    assert counts.numel() == 7  # d ∈ {1, 1/2, ..., 1/64}
+    expected = step_idx.numel() / 7
+    assert bool(((counts - expected).abs() < 0.05 * expected).all())
+    # within one step size, τ is uniform over its k grid points
+    sel = tau_idx[step_idx == 2] // (K_MAX // 4)
+    c4 = torch.bincount(sel, minlength=4).float()
+    assert c4.numel() == 4 and bool(((c4 - c4.mean()).abs() < 0.08 * c4.mean()).all())
+
+
+def test_ramp_weight():
+    tau = torch.tensor([0.0, 0.5, 1.0, 58 / 64])
+    torch.testing.assert_close(
+        ramp_weight(tau), torch.tensor([0.1, 0.55, 1.0, 0.9 * 58 / 64 + 0.1])
+    )
+
+
+def _hand_loss(alpha, beta, gamma, z1, z0, tau_idx, step_idx):
+    """Per-frame loop of SPEC §6 with the stand-in written out by hand; teacher uses sg(alpha)."""
+
+    def f(a, z, tau, s):
+        return a * z + beta * tau + gamma * s
+
+    a_sg = alpha.detach()
+    total, flow, boot = 0.0, [], []
+    b, t = tau_idx.shape
+    for i in range(b):
+        for j in range(t):
+            tau = tau_idx[i, j].item() / K_MAX
+            s = step_idx[i, j].item()
+            d = 2.0**-s
+            zt = (1 - tau) * z0[i, j] + tau * z1[i, j]
+            w = 0.9 * tau + 0.1
+            if s == int(math.log2(K_MAX)):
+                e = ((f(alpha, zt, tau, s) - z1[i, j]) ** 2).mean()
+                flow.append(w * e)
+            else:
+                h = d / 2
+                b1 = (f(a_sg, zt, tau, s + 1) - zt) / (1 - tau)
+                zm = zt + h * b1
+                b2 = (f(a_sg, zm, tau + h, s + 1) - zm) / (1 - tau - h)
+                v = (f(alpha, zt, tau, s) - zt) / (1 - tau)
+                e = (1 - tau) ** 2 * ((v - (b1 + b2) / 2) ** 2).mean()
+                boot.append(w * e)
+            total = total + w * e
+    return total / (b * t), sum(flow) / len(flow), sum(boot) / len(boot)
+
+
+def test_loss_matches_hand_computation():
+    g = torch.Generator().manual_seed(3)
+    z1 = torch.randn(2, 4, 3, 2, generator=g).tanh()
+    z0 = torch.randn(2, 4, 3, 2, generator=g)
+    # (τ index, step index): flow frames (step 6) and bootstrap frames at several d, τ = 0 included.
+    tau_idx = torch.tensor([[0, 32, 48, 63], [0, 16, 58, 60]])
+    step_idx = torch.tensor([[0, 1, 2, 6], [6, 2, 5, 4]])
+    assert bool((tau_idx % (K_MAX >> step_idx) == 0).all())
+    net = LinearStandIn()
+    out = shortcut_loss(net, z1, z0, tau_idx, step_idx, k_max=K_MAX)
+    alpha = nn.Parameter(torch.tensor(0.6))
+    want, want_flow, want_boot = _hand_loss(alpha, net.beta, net.gamma, z1, z0, tau_idx, step_idx)
+    torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out.terms["flow"], want_flow.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out.terms["bootstrap"], want_boot.detach(), rtol=1e-5, atol=1e-7)
+    # gradients flow only through the student pass (the target is stop-gradient)
+    out.loss.backward()
+    want.backward()
+    torch.testing.assert_close(net.alpha.grad, alpha.grad, rtol=1e-5, atol=1e-7)
+    assert len(net.calls) == 3  # student + two teacher half steps
+
+
+def test_objective_shifts_actions_alternates_lengths_and_makes_images():
+    net = LinearStandIn()
+    obj = ShortcutObjective(
+        ShortcutConfig(k_max=K_MAX, short_len=4, long_len=12, independent_frac=0.3)
+    )
+    b, t = 64, 12
+    acts = torch.randint(0, 2, (b, t, 9))
+    batch = {
+        "latents": torch.randn(b, t, 3, 2),
+        "actions": acts,
+        "labeled": torch.ones(b, t, dtype=torch.bool),
+    }
+    assert sequence_length(0, 4, 12) == 4 and sequence_length(1, 4, 12) == 12
+    out = obj(net, batch, step=1)
+    call = net.calls[0]
+    assert call["t"] == 12 and out.metrics["seq_len"] == 12
+    ind = call["independent"]
+    assert torch.equal(call["actions"][:, 1:], acts[:, :-1])  # slot t carries a_{t-1}
+    assert not bool(call["labeled"][:, 0].any())
+    assert not bool(call["labeled"][ind].any())  # independent images carry no actions
+    assert bool(call["labeled"][~ind][:, 1:].all())
+    net.calls.clear()
+    out = obj(net, batch, step=0)
+    assert net.calls[0]["t"] == 4 and net.calls[0]["actions"].shape[0] == b * 3
+    fracs = []
+    for s in range(20):
+        net.calls.clear()
+        fracs.append(obj(net, batch, s).metrics["frac_independent"])
+    assert abs(sum(fracs) / len(fracs) - 0.3) < 0.05
+
+
+def test_shortcut_loss_falls_on_toy_sequences():
+    torch.manual_seed(0)
+    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4)
+    model = DynamicsModel(cfg)
+    base = torch.randn(1, 1, cfg.n_z, cfg.d_z)
+
+    def batch(b: int, g: torch.Generator) -> dict:
+        phase = torch.rand(b, 1, 1, 1, generator=g) * 6.28
+        steps = torch.arange(8).float()[None, :, None, None]
+        z = torch.sin(2 * base + phase + 0.4 * steps)  # a smooth, predictable latent motion
+        return {
+            "latents": z,
+            "actions": torch.zeros(b, 8, 9, dtype=torch.long),
+            "labeled": torch.ones(b, 8, dtype=torch.bool),
+        }
+
+    g = torch.Generator().manual_seed(1)
+    held = batch(16, g)
+    tau_idx, step_idx = sample_levels((16, 8), K_MAX, generator=g)
+    z0 = torch.randn(held["latents"].shape, generator=g)
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            return float(
+                shortcut_loss(model, held["latents"], z0, tau_idx, step_idx, k_max=K_MAX).loss
+            )
+
+    before = held_loss()
+    obj = ShortcutObjective(ShortcutConfig(k_max=K_MAX))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for s in range(80):
+        out = obj(model, batch(8, g), s)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    after = held_loss()
+    assert after < 0.5 * before, (before, after)
