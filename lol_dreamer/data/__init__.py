@@ -4,6 +4,7 @@ See ``docs/data_format.md`` for the layout and the time alignment of the stored 
 """
 
 from lol_dreamer.data.dataset import Dataset, Episode, open_dataset, split_key
+from lol_dreamer.data.ingest import ingest_video, read_actions_csv
 from lol_dreamer.data.samplers import MixtureSampler, SequenceSampler
 from lol_dreamer.data.storage import (
     FORMAT_NAME,
@@ -26,7 +27,9 @@ __all__ = [
     "MixtureSampler",
     "SequenceSampler",
     "add_to_index",
+    "ingest_video",
     "open_dataset",
+    "read_actions_csv",
     "read_index",
     "rebuild_index",
     "reserve_names",

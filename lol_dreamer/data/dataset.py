@@ -156,7 +156,7 @@ class Episode:
 
 
 def split_key(name: str, seed: int) -> float:
-    """The deterministic split coordinate of an episode in ``[0, 1)``: ``sha256(f"{seed}:{name}")``."""
+    """The split coordinate of an episode in ``[0, 1)``: first 8 bytes of ``sha256(f"{seed}:{name}")`` / 2**64."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 

@@ -130,7 +130,7 @@ def _empty_index() -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "split_rule": "held_out if sha256(f'{seed}:{name}') / 2**256 < held_out (see docs/data_format.md)",
+        "split_rule": "held_out if int(sha256(f'{seed}:{name}')[:8 bytes]) / 2**64 < held_out (see docs/data_format.md)",
         "episodes": [],
     }
 
