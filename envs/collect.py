@@ -14,6 +14,7 @@ exactly the episodes of collecting N + M at once.
 from __future__ import annotations
 
 import multiprocessing as mp
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -288,9 +289,11 @@ def collect(
         if pool is not None:
             pool.terminate()
             pool.join()
-        for name in names:
+        for name in names:  # after a failure or ^C: drop reservations and half-written folders
             if name not in done:
                 _release(root, name)
+                for tmp in (root / EPISODES_DIR).glob(f".{name}.tmp-*"):
+                    shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
 
     per_task: dict[str, dict[str, Any]] = {}

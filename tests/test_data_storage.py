@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import pickle
 import re
 
 import numpy as np
@@ -104,6 +105,11 @@ def test_arrays_are_memory_mapped_and_lazy(tmp_path):
     frames = ep.frames
     assert isinstance(frames, np.memmap) and not frames.flags.writeable
     assert set(ep._cache) == {"frames"}
+    ds = open_dataset(tmp_path)
+    _ = ds[0].frames
+    clone = pickle.loads(pickle.dumps(ds))  # no array data travels with a pickled dataset
+    assert len(pickle.dumps(ds)) < 2000 and clone._episodes == {}
+    np.testing.assert_array_equal(clone[0].frames, ds[0].frames)
 
 
 def test_latents_written_later(tmp_path):

@@ -58,6 +58,10 @@ class Episode:
         for fname, rec in self.meta["files"].items():
             self._check_size(fname, rec)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle (e.g. into DataLoader workers) without the memory maps; they reopen lazily.
+        return {**self.__dict__, "_cache": {}}
+
     def _check_size(self, fname: str, rec: dict[str, Any]) -> None:
         p = self.path / fname
         if not p.exists():
@@ -177,6 +181,9 @@ class Dataset(Sequence):
         self.root = Path(root)
         self.entries = list(entries)
         self._episodes: dict[str, Episode] = {} if cache is None else cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_episodes": {}}
 
     def __len__(self) -> int:
         return len(self.entries)
