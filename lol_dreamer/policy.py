@@ -188,6 +188,32 @@ class Policy:
         self._last = action
         return action
 
+    def act(self, env: Any, last_action: np.ndarray | None = None) -> np.ndarray:
+        """The next action ``int64 [9]`` for a Gymnasium env (``play --agent``, scripted-player style).
+
+        Uses the env's agent features when it exposes ones of this width (``DreamEnv.agent_features``;
+        the dream must run the world model this policy was trained with), else its current frame
+        (``env.render()`` with ``render_mode="rgb_array"``) through the feature extractor.
+
+        Args:
+            env: the environment (any wrapper).
+            last_action: the action actually taken at the previous frame when someone else (a human)
+                was in control; by default the policy's own previous action.
+        """
+        u = getattr(env, "unwrapped", env)
+        feats = getattr(u, "agent_features", None)
+        if isinstance(feats, Tensor) and feats.shape[-1] == self.dim:
+            return self.act_features(feats).cpu().numpy().astype(np.int64)
+        frame = env.render()
+        if not isinstance(frame, np.ndarray):
+            raise ValueError(
+                "the policy acts on the env's frame, but env.render() returned no image; "
+                "make the env with render_mode='rgb_array'"
+            )
+        if last_action is not None and self._last is not None:
+            self._last = np.asarray(last_action, dtype=np.int64)
+        return self(frame)
+
     def as_torchrl_actor(self, in_key: str = "features", out_key: str = "action") -> Any:
         """A TorchRL ``TensorDictModule`` reading ``in_key`` ``[..., dim]`` and writing ``out_key``
         (int64 ``[..., 9]``) and ``"action_log_prob"`` (differentiable when the heads require grad)."""

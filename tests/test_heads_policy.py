@@ -104,3 +104,28 @@ def test_frame_features_match_the_clip_path(bc_run, monkeypatch):
     pol.reset()
     acts = [pol(frames[0, t].numpy()) for t in range(3)]
     assert all(a.shape == (9,) for a in acts)
+
+
+def test_act_in_envs_dream_features_and_real_frames(bc_run, tmp_path):
+    import gymnasium as gym
+
+    from lol_dreamer.envs.dream import DreamEnv
+
+    pol = load_policy(bc_run, deterministic=True)
+    dream = DreamEnv(checkpoint=str(bc_run), task="farm")
+    dream.reset(seed=0)
+    for _ in range(2):
+        a = pol.act(dream)
+        h = dream.agent_features
+        assert np.array_equal(a, pol.heads.policy(h, 0).mode().numpy())
+        dream.step(a)
+    # the real game at the world model's resolution: acts from the rendered frame
+    run32 = make_world_model(tmp_path / "wm32", res=32, heads=True, context=4)
+    pol32 = load_policy(run32, deterministic=True)
+    lane = gym.make("LoLLane-v0", res=32, max_steps=5)
+    lane.reset(seed=0)
+    pol32.reset()
+    for _ in range(3):
+        a = pol32.act(lane)
+        assert a.shape == (9,) and lane.action_space.contains(a)
+        lane.step(a)
