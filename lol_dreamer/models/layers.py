@@ -156,6 +156,26 @@ class Attention(nn.Module):
             ``(out [b, n, d], (k_new, v_new))`` with ``k_new, v_new [b, g, n, e]``.
         """
         b, n, _ = x.shape
+        q, k, v = self.project(x, positions, rope)
+        new_kv = (k, v)
+        if past_kv is not None:
+            k = torch.cat((past_kv[0], k), dim=2)
+            v = torch.cat((past_kv[1], v), dim=2)
+        out = attend(q, k, v, mask, self.softcap)  # b h n e
+        out = out.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim)
+        return self.out(out), new_kv
+
+    def project(
+        self, x: Tensor, positions: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of ``x [b, n, d]``, QK-normed and rotated (as in ``forward``).
+
+        Lets a caller with structured sparsity run its own attention over the same projections.
+
+        Returns:
+            ``q [b, h, n, e]``, ``k, v [b, g, n, e]``.
+        """
+        b, n, _ = x.shape
         e, h, g = self.head_dim, self.n_heads, self.n_kv_heads
         q = self.q(x).view(b, n, h, e).transpose(1, 2)  # b h n e
         k, v = self.kv(x).view(b, n, 2, g, e).permute(2, 0, 3, 1, 4)  # each b g n e
@@ -172,13 +192,7 @@ class Attention(nn.Module):
             else:  # [b, n, e/2] -> [b, 1, n, e/2]
                 cos, sin = cos[:, None], sin[:, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        new_kv = (k, v)
-        if past_kv is not None:
-            k = torch.cat((past_kv[0], k), dim=2)
-            v = torch.cat((past_kv[1], v), dim=2)
-        out = attend(q, k, v, mask, self.softcap)  # b h n e
-        out = out.transpose(1, 2).reshape(b, n, h * e)
-        return self.out(out), new_kv
+        return q, k, v
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, softcap: float | None) -> Tensor:
