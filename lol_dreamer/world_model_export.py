@@ -108,7 +108,7 @@ def collect_clips(
     rng = np.random.default_rng(seed + 1)
     lengths = [len(ep.actions) for ep in episodes]
     length = min(length, max(lengths))
-    wins = _windows(lengths, length, min(n, len(episodes)), rng)
+    wins = sorted(set(_windows(lengths, length, n, rng)))
     out: dict[str, list[np.ndarray]] = {
         k: [] for k in ("frames", "latents", "actions", "rewards", "terminated")
     }

@@ -1,0 +1,185 @@
+"""Pieces shared by the world-model training jobs (``train dynamics``, ``train agent``).
+
+- the tokenizer check: latents must exist and come from the tokenizer the world model will carry;
+- :func:`batch_lengths`: the short/long sequence lengths that fit the episodes;
+- :func:`held_out_eval`: the objective's terms on fixed held-out batches, deterministic and
+  side-effect free, for the trainer's ``eval_fn``;
+- :func:`train_config_from_args`: the command-line flags as a :class:`TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lol_dreamer.training import TrainConfig
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_identity(run: str | os.PathLike) -> dict[str, Any]:
+    """What identifies a tokenizer run: its path, config and the SHA-256 of its weights."""
+    from lol_dreamer.checkpoint import load_run_config
+
+    run = Path(run)
+    cfg = load_run_config(run)
+    if cfg.get("kind") != "tokenizer":
+        raise ValueError(
+            f"{run} is a {cfg.get('kind')!r} run, not a tokenizer; pass the folder written by "
+            "`lol-dreamer train tokenizer` as --tokenizer"
+        )
+    weights = run / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"{weights} not found; the tokenizer run is incomplete (train it first)"
+        )
+    return {"path": str(run.resolve()), "model": cfg["model"], "sha256": file_sha256(weights)}
+
+
+def _meta_mismatch(meta: dict[str, Any], ident: dict[str, Any]) -> str | None:
+    """Why ``latents_meta`` says the latents came from another tokenizer, or None if they match.
+
+    Compares whatever the tokenize step recorded: a weights hash, a config, a path.
+    """
+    for key, value in meta.items():
+        if not isinstance(value, str):
+            continue
+        if "sha" in key.lower() and len(value) >= 16 and not ident["sha256"].startswith(value[:64]):
+            return f"its weights hash {value[:12]}… differs from {ident['sha256'][:12]}…"
+    cfg = meta.get("config") or meta.get("tokenizer_config")
+    if isinstance(cfg, dict) and cfg != ident["model"]:
+        return "its tokenizer config differs"
+    return None
+
+
+def check_latents(
+    dataset: Any, tokenizer_run: str | os.PathLike, n_z: int, d_z: int
+) -> dict[str, Any]:
+    """Make sure every episode has latents of shape ``[T, n_z, d_z]`` made by ``tokenizer_run``.
+
+    Args:
+        dataset: an opened dataset.
+        tokenizer_run: the tokenizer run folder.
+        n_z, d_z: the tokenizer's latent shape.
+    Returns:
+        The tokenizer's identity (:func:`tokenizer_identity`).
+    Raises:
+        ValueError: latents are missing, have another shape, or were made by another tokenizer; the
+            message gives the ``lol-dreamer tokenize`` command that fixes it.
+    """
+    ident = tokenizer_identity(tokenizer_run)
+    fix = f"run `lol-dreamer tokenize --tokenizer {tokenizer_run} --data {dataset.root}` first"
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{dataset.root} holds no episodes; collect some with `lol-dreamer collect`"
+        )
+    missing = [e["name"] for e in dataset.entries if not e.get("has_latents")]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} episode(s) of {dataset.root} have no latents (e.g. {missing[0]}); {fix}"
+        )
+    for i in range(len(dataset)):
+        ep = dataset[i]
+        lat = ep.latents
+        if lat is None or tuple(lat.shape[1:]) != (n_z, d_z):
+            shape = None if lat is None else tuple(lat.shape)
+            raise ValueError(
+                f"episode {ep.name} has latents of shape {shape}, but the tokenizer makes [T, {n_z}, {d_z}]; "
+                f"they come from another tokenizer — {fix}"
+            )
+        why = _meta_mismatch(ep.meta.get("latents_meta") or {}, ident)
+        if why:
+            raise ValueError(
+                f"episode {ep.name}'s latents were made by another tokenizer ({why}); {fix}"
+            )
+    return ident
+
+
+def batch_lengths(lengths: np.ndarray, context: int, long: int | None) -> tuple[int, int]:
+    """Short and long batch lengths that fit the episodes: ``(min(context, L), min(long, L))``.
+
+    ``L`` is the longest episode; ``long`` defaults to twice the context.
+    """
+    longest = int(np.max(lengths)) if len(lengths) else 0
+    if longest < 2:
+        raise ValueError(
+            "episodes need at least 2 frames to train dynamics; collect longer episodes"
+        )
+    long = min(long or 2 * context, longest)
+    return min(context, long), long
+
+
+def held_out_eval(
+    objective: Callable[[nn.Module, dict, int], Any],
+    batches: list[dict[str, torch.Tensor]],
+    seed: int = 1234,
+    prefix: str = "",
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    """An ``eval_fn`` that averages the objective's loss and raw terms over fixed held-out batches.
+
+    The objective's random draws (noise levels, noise) come from a forked RNG seeded with ``seed``,
+    so every evaluation sees the same draws and training randomness is untouched.
+
+    Args:
+        objective: the training objective.
+        batches: held-out batches (drawn once).
+        seed: RNG seed of every evaluation.
+        prefix: prepended to every returned name.
+    Returns:
+        ``eval_fn(model, step) -> {"loss": ..., "<term>": ...}``.
+    """
+
+    def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for i, batch in enumerate(batches):
+                b = {
+                    k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                }
+                out = objective(model, b, i)
+                vals = {"loss": out.loss, **out.terms}
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + float(
+                        v.detach().float() if isinstance(v, torch.Tensor) else v
+                    )
+        return {f"{prefix}{k}": v / max(1, len(batches)) for k, v in sums.items()}
+
+    return eval_fn
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The shared loop's settings from the flags of :func:`lol_dreamer.commands.train_dynamics.add_loop_args`."""
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay if args.ema else 0.0,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        amp={"auto": "auto", "fp32": "off", "bf16": "bf16"}[args.precision],
+        seed=args.seed,
+        device=args.device,
+        progress=not getattr(args, "quiet", False),
+    )
