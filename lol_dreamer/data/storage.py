@@ -406,7 +406,6 @@ def write_episode(
             "labeled_frames": int(arrays["labeled"].sum()),
             "state_fields": list(state_fields) if state is not None else None,
             "files": files,
-            "latents_meta": None,
             "metadata": meta or {},
         }
         atomic_write_json(tmp / META_FILE, record)
