@@ -139,6 +139,7 @@ class Sampler:
         task: Tensor | None = None,
         n_streams: int | None = None,
         generator: torch.Generator | None = None,
+        start_pos: Tensor | None = None,
     ) -> SamplerState:
         """Begin ``N`` rollouts from a context, or empty (the first frame is generated from noise).
 
@@ -151,6 +152,7 @@ class Sampler:
             task: ``[N]`` long task ids for agent tokens.
             n_streams: number of streams when no context is given.
             generator: random source for the context noise.
+            start_pos: ``[N]`` long time position of the first context frame (default 0).
         Returns:
             A :class:`SamplerState`.
         """
@@ -167,9 +169,14 @@ class Sampler:
                 raise ValueError(
                     f"context_latents must be [N, C, {cfg.n_z}, {cfg.d_z}], got {tuple(context_latents.shape)}"
                 )
-        task = task.to(dev) if task is not None else None
+        task = task.to(dev).long().clone() if task is not None else None
+        first = (
+            torch.zeros(n, dtype=torch.long, device=dev)
+            if start_pos is None
+            else start_pos.to(dev).long().clone()
+        )
         state = SamplerState(
-            pos=torch.zeros(n, dtype=torch.long, device=dev),
+            pos=first,
             task=task,
             cache=KVCache(n, cfg.tokens_per_frame, self.context - 1) if self.use_cache else None,
             history=None,
@@ -200,9 +207,9 @@ class Sampler:
             )
         acts, lab = shift_actions(acts, lab)
         ctx = self._renoise(context_latents.to(dev).float(), generator)
-        positions = torch.arange(c, device=dev).expand(n, c)
+        positions = first[:, None] + torch.arange(c, device=dev)
         state.agent = self._write(state, ctx, acts, lab, positions)
-        state.pos = torch.full((n,), c, dtype=torch.long, device=dev)
+        state.pos = first + c
         return state
 
     def _write(
@@ -369,6 +376,7 @@ class Sampler:
             task,
             n_streams=len(idx),
             generator=generator,
+            start_pos=state.pos[idx],  # positions keep increasing per stream across a restart
         )
         if task is not None:
             if state.task is None:
@@ -376,23 +384,18 @@ class Sampler:
                     "this rollout has no task ids; start it with task=... to reset with tasks"
                 )
             state.task[idx] = sub.task
-        # Positions keep increasing per stream across a restart (relative RoPE makes the offset moot).
-        offset = state.pos[idx]
-        state.pos[idx] = offset + sub.pos
+        state.pos[idx] = sub.pos
         if self.use_cache:
             assert state.cache is not None and sub.cache is not None
-            for kv in sub.cache.layers.values():
-                kv.pos += offset[:, None]
             state.cache.replace_streams(idx, sub.cache)
         else:
-            self._replace_history(state, idx, sub, offset)
+            self._replace_history(state, idx, sub)
         if sub.agent is not None and state.agent is not None:
+            state.agent = state.agent.clone()  # callers may hold the previous features
             state.agent[idx] = sub.agent
         return state
 
-    def _replace_history(
-        self, state: SamplerState, idx: Tensor, sub: SamplerState, offset: Tensor
-    ) -> None:
+    def _replace_history(self, state: SamplerState, idx: Tensor, sub: SamplerState) -> None:
         h, s = state.history, sub.history
         assert h is not None and s is not None
         length = max(h.z.shape[1], s.z.shape[1])
@@ -406,7 +409,7 @@ class Sampler:
 
         z, a, lb, p = pad(h.z, 0.0), pad(h.actions, 0), pad(h.labeled, False), pad(h.pos, _PAD_POS)
         z[idx], a[idx], lb[idx] = pad(s.z, 0.0), pad(s.actions, 0), pad(s.labeled, False)
-        p[idx] = pad(s.pos + offset[:, None], _PAD_POS)
+        p[idx] = pad(s.pos, _PAD_POS)
         state.history = _History(z=z, actions=a, labeled=lb, pos=p)
 
     def rollout(
