@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -126,7 +126,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     same dream on the same device.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
 
     def __init__(
         self,

@@ -76,14 +76,19 @@ class DreamBatch:
         self.state = None
         self.decoder = wm.tokenizer.decoder_stream(num_envs) if decode else None
         self.tasks = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        # Step noise and reset (context) noise come from separate generators, so restarting some
+        # streams never shifts the random draws of the others.
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(0)
+        self.reset_generator = torch.Generator(device=self.device)
+        self.seed(0)
         self.latent: Tensor | None = None
         self.agent_features: Tensor | None = None
 
     def seed(self, seed: int) -> None:
-        """Seed the torch generator every sampling draw comes from."""
-        self.generator.manual_seed(int(seed) % (2**63))
+        """Seed the torch generators every sampling draw comes from."""
+        seed = int(seed) % (2**63)
+        self.generator.manual_seed(seed)
+        self.reset_generator.manual_seed(seed ^ 0x5EED_D8EA)
 
     # -------------------------------------------------------------------------------------------
     # Starting
@@ -149,11 +154,17 @@ class DreamBatch:
             if m != n:
                 raise ValueError("the first reset must restart every stream")
             self.state = self.sampler.start(
-                latents, actions, labeled, task=tasks, generator=self.generator
+                latents, actions, labeled, task=tasks, generator=self.reset_generator
             )
         else:
             self.sampler.reset_streams(
-                self.state, rows, latents, actions, labeled, task=tasks, generator=self.generator
+                self.state,
+                rows,
+                latents,
+                actions,
+                labeled,
+                task=tasks,
+                generator=self.reset_generator,
             )
         last = latents[:, -1]
         if self.latent is None:

@@ -8,7 +8,7 @@ of the decoder history).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class DreamVectorEnv(VectorEnv):
         world_model: an already loaded :class:`WorldModel` (overrides ``checkpoint``).
     """
 
-    metadata = {
+    metadata: ClassVar[dict[str, Any]] = {
         "render_modes": ["rgb_array"],
         "render_fps": 20,
         "autoreset_mode": AutoresetMode.NEXT_STEP,
@@ -107,8 +107,9 @@ class DreamVectorEnv(VectorEnv):
         if decode:
             self.single_observation_space = spaces.Box(0, 255, (res, res, 3), np.uint8)
         else:
+            # Generated latents are x-predictions, not tanh outputs: they may leave (-1, 1).
             self.single_observation_space = spaces.Box(
-                -1.0, 1.0, (self.wm.n_z, self.wm.d_z), np.float32
+                -np.inf, np.inf, (self.wm.n_z, self.wm.d_z), np.float32
             )
         self.single_action_space = action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -102,7 +102,8 @@ class DreamTorchEnv(EnvBase):
                 0, 255, shape=(n, wm.res, wm.res, 3), dtype=torch.uint8, device=dev
             )
         dyn_cfg = getattr(self.dream.sampler.model, "cfg", None)
-        if dyn_cfg is not None and getattr(dyn_cfg, "n_agent", 0):
+        self._has_agent = bool(dyn_cfg is not None and getattr(dyn_cfg, "n_agent", 0))
+        if self._has_agent:
             obs["agent_features"] = Unbounded(
                 shape=(n, dyn_cfg.dim), dtype=torch.float32, device=dev
             )
@@ -128,15 +129,15 @@ class DreamTorchEnv(EnvBase):
         obs = {"latent": self.dream.latent.clone(), "task": self.dream.tasks.clone()}
         if self.decode:
             obs["pixels"] = self._pixels.clone()
-        if "agent_features" in self.full_observation_spec.keys():
+        if self._has_agent:
             obs["agent_features"] = self.dream.agent_features.clone()
         return obs
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         n, dev = self.num_envs, self.device
-        rows = None
-        if tensordict is not None and "_reset" in tensordict.keys():
-            rows = tensordict.get("_reset").reshape(n).to(dev, torch.bool)
+        rows = tensordict.get("_reset", None) if tensordict is not None else None
+        if rows is not None:
+            rows = rows.reshape(n).to(dev, torch.bool)
         if rows is None or self.dream.state is None:
             rows = torch.ones(n, dtype=torch.bool, device=dev)
         m = int(rows.sum())

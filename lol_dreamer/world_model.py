@@ -142,6 +142,7 @@ class WorldModel:
         x = frames.to(self.device).permute(0, 1, 4, 2, 3).float() / 255.0
         return self.tokenizer.encode(x).float()
 
+    @torch.no_grad()
     def reward(self, agent_features: Tensor) -> Tensor:
         """Reward-head prediction (MTP distance 0) for ``agent_features [N, d]`` → ``[N]``."""
         if self.heads is None:
@@ -150,6 +151,7 @@ class WorldModel:
             )
         return self.heads.reward.predict(agent_features, 0).float()
 
+    @torch.no_grad()
     def continue_prob(self, agent_features: Tensor) -> Tensor:
         """Continue-head probability that the episode goes on, ``[N]``."""
         if self.heads is None:
@@ -290,10 +292,9 @@ def load_world_model(
         tasks=tuple(meta.get("tasks", TASKS)),
         device=device,
     )
-    for p in wm.tokenizer.parameters():
-        p.requires_grad_(False)
-    for p in wm.dynamics.parameters():
-        p.requires_grad_(False)
+    for module in (wm.tokenizer, wm.dynamics, wm.heads):
+        if module is not None:
+            module.requires_grad_(False)
     return wm
 
 
