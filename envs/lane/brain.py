@@ -18,8 +18,12 @@ from lol_dreamer.actions import ACTION_DIM, KEY_INDEX, STAND, direction_to_bin
 from .game import (
     BASE_HALF,
     BASE_POS,
+    BIN_UNIT,
+    CHAMP_ATK_PERIOD,
     CHAMP_RADIUS,
     CHAMP_RANGE,
+    CHAMP_SPEED,
+    FPS,
     LANE_U,
     MANA_COST,
     Q_RANGE,
@@ -65,16 +69,31 @@ def _dist(a: Champion, x: float, y: float) -> float:
     return math.hypot(a.x - x, a.y - y)
 
 
-def _tower_unsafe(snap: Snapshot, side: int, x: float, y: float) -> bool:
-    """True when (x, y) is inside the enemy tower's range with no allied minion there to tank."""
+def _tower_unsafe(snap: Snapshot, side: int, x: float, y: float, strict: bool = False) -> bool:
+    """True when (x, y) is inside the enemy tower's range with no allied minion there to tank.
+
+    With ``strict`` allied minions do not make it safe (hitting a champion there draws the tower).
+    """
     t = 1 - side
     if snap.tower_hp[t] <= 0:
         return False
     tx, ty = TOWER_POS[t]
     if math.hypot(x - tx, y - ty) > TOWER_RANGE + CHAMP_RADIUS + 3.0:
         return False
+    if strict:
+        return True
     allies = snap.m_team == side
     return not np.any(allies & (np.hypot(snap.m_x - tx, snap.m_y - ty) < TOWER_RANGE - 1.0))
+
+
+def _avoid_tower(p: _Plan, snap: Snapshot, side: int, strict: bool = False) -> None:
+    """Override the move when it would end inside the (undefended) enemy tower's range."""
+    me = p.me
+    ux, uy = BIN_UNIT[int(p.a[0])]
+    x, y = me.x + 3.0 * CHAMP_SPEED * ux, me.y + 3.0 * CHAMP_SPEED * uy
+    if _tower_unsafe(snap, side, x, y, strict):
+        p.away(*TOWER_POS[1 - side])
+        p.a[KEY_INDEX["E"]] = 0
 
 
 def _fallback_point(side: int) -> tuple[float, float]:
@@ -155,7 +174,14 @@ def _farm(p: _Plan, snap: Snapshot, side: int) -> None:
 
 
 def _push(p: _Plan, snap: Snapshot, side: int) -> None:
-    me = p.me
+    me, foe = p.me, snap.champs[1 - side]
+    if (
+        foe.alive
+        and _dist(me, foe.x, foe.y) < 16.0
+        and _time_to_kill(me, foe) < _time_to_kill(foe, me)
+    ):
+        _fight(p, snap, side)
+        return
     enemy = np.flatnonzero(snap.m_team != side)
     d = np.hypot(snap.m_x[enemy] - me.x, snap.m_y[enemy] - me.y)
     close = d < 40.0
@@ -164,7 +190,7 @@ def _push(p: _Plan, snap: Snapshot, side: int) -> None:
     if close.any():
         j = enemy[np.argmin(d)]
         jx, jy = snap.m_x[j], snap.m_y[j]
-        if _tower_unsafe(snap, side, jx, jy) and me.hp < 0.6 * me.max_hp:
+        if _tower_unsafe(snap, side, jx, jy):
             p.toward(*_fallback_point(side))
             return
         if np.sum(d < R_RADIUS) >= 3:
@@ -175,7 +201,7 @@ def _push(p: _Plan, snap: Snapshot, side: int) -> None:
                 p.key("Q")
         return
     if snap.tower_hp[t] > 0:
-        if not _tower_unsafe(snap, side, tx, ty) or me.hp > 0.75 * me.max_hp:
+        if not _tower_unsafe(snap, side, tx, ty):
             if _dist(me, tx, ty) > CHAMP_RANGE + TOWER_RADIUS - 1.0:
                 p.toward(tx, ty, stop=0.0)
             return
@@ -187,37 +213,66 @@ def _push(p: _Plan, snap: Snapshot, side: int) -> None:
     p.toward(*_fallback_point(side), stop=2.0)
 
 
+def _hold_back(p: _Plan, snap: Snapshot, side: int) -> None:
+    """Stand behind the allied wave (or by the own tower) out of harm's way."""
+    s = 1.0 if side == 0 else -1.0
+    allies = np.flatnonzero(snap.m_team == side)
+    if allies.size:
+        along = snap.m_x[allies] * LANE_U[0] + snap.m_y[allies] * LANE_U[1]
+        k = allies[np.argmax(s * along)]
+        x, y = snap.m_x[k] - s * 10.0 * LANE_U[0], snap.m_y[k] - s * 10.0 * LANE_U[1]
+        if not _tower_unsafe(snap, side, x, y):
+            p.toward(x, y, stop=2.0)
+            return
+    p.toward(*_fallback_point(side), stop=2.0)
+
+
+def _time_to_kill(att: Champion, vic: Champion) -> float:
+    """Seconds ``att`` needs to kill ``vic`` with auto-attacks after its ready Q and R land."""
+    burst = (70.0 + 25.0 * (att.level - 1)) * (att.cd[0] == 0 and att.mana >= MANA_COST[0])
+    burst += (150.0 + 40.0 * (att.level - 1)) * (att.cd[3] == 0 and att.mana >= MANA_COST[3])
+    dps = att.ad * FPS / CHAMP_ATK_PERIOD
+    return max(vic.hp + vic.shield - burst, 0.0) / dps
+
+
 def _fight(p: _Plan, snap: Snapshot, side: int) -> None:
     me, foe = p.me, snap.champs[1 - side]
     if not foe.alive:
-        _farm(p, snap, side)
+        _hold_back(p, snap, side)
         return
     d = _dist(me, foe.x, foe.y)
-    mine, theirs = me.hp / me.max_hp, foe.hp / foe.max_hp
-    dive = _tower_unsafe(snap, side, foe.x, foe.y)
-    engage = (mine >= theirs - 0.05 or theirs < 0.3) and (not dive or theirs < 0.2)
-    if engage:
+    theirs = foe.hp / foe.max_hp
+    dive = _tower_unsafe(snap, side, foe.x, foe.y, strict=True)
+    ahead = _time_to_kill(me, foe) < 0.85 * _time_to_kill(foe, me)
+    if not dive and (ahead or (theirs < 0.2 and me.hp > 0.5 * me.max_hp)):
         if d < 16.0:
             p.key("W")
+        if d < R_RADIUS - 2.0:
+            p.key("R")
         if d <= CHAMP_RANGE + 2.0:
-            if d < R_RADIUS and (theirs < 0.6 or mine < 0.5):
-                p.key("R")
             if me.cd[0] == 0 and p.key("Q"):
                 p.toward(foe.x, foe.y, stop=0.0)
             return  # stand: auto-attack the champion
         p.toward(foe.x, foe.y, stop=0.0)
         if d < Q_RANGE - 8.0:
             p.key("Q")
-        if CHAMP_RANGE + 5.0 < d < CHAMP_RANGE + 16.0 and theirs < 0.5:
+        if CHAMP_RANGE + 4.0 < d < CHAMP_RANGE + 14.0:
             p.key("E")
         return
-    # Behind: keep poke distance, throw Q when the enemy walks into it.
-    if d < 22.0:
-        p.away(foe.x, foe.y)
-    elif d < Q_RANGE - 6.0 and p.key("Q"):
+    # Behind: keep poke distance (backing off toward the own tower) and throw Q when ready.
+    if d < 24.0:
+        bx, by = _fallback_point(side)
+        if _dist(me, bx, by) > 3.0:
+            p.toward(bx, by)
+        else:
+            p.away(foe.x, foe.y)
+    elif d < Q_RANGE - 6.0 and me.cd[0] == 0 and p.key("Q"):
         p.toward(foe.x, foe.y, stop=0.0)
-    elif d > Q_RANGE:
-        _farm(p, snap, side)
+    elif d > 34.0:
+        if _tower_unsafe(snap, side, foe.x, foe.y) and d < 40.0:
+            _hold_back(p, snap, side)
+        else:
+            p.toward(foe.x, foe.y)
 
 
 def decide(snap: Snapshot, side: int, mode: str, mem: dict) -> np.ndarray:
@@ -235,16 +290,20 @@ def decide(snap: Snapshot, side: int, mode: str, mem: dict) -> np.ndarray:
         return p.a
     if mode == "farm":
         _farm(p, snap, side)
+        _avoid_tower(p, snap, side)
     elif mode == "push":
         _push(p, snap, side)
     elif mode == "fight":
         _fight(p, snap, side)
+        _avoid_tower(p, snap, side, strict=snap.champs[1 - side].alive)
     elif mode == "lane":
         foe = snap.champs[1 - side]
-        if foe.alive and _dist(me, foe.x, foe.y) < 18.0 and me.hp > 0.4 * me.max_hp:
+        provoked = foe.aggro_t > 0 or _time_to_kill(me, foe) < 0.7 * _time_to_kill(foe, me)
+        if foe.alive and _dist(me, foe.x, foe.y) < 18.0 and me.hp > 0.4 * me.max_hp and provoked:
             _fight(p, snap, side)
         else:
             _farm(p, snap, side)
+        _avoid_tower(p, snap, side)
     else:
         raise ValueError(f"unknown scripted mode {mode!r}; use farm, fight, push or lane")
     return p.a

@@ -56,7 +56,8 @@ MINION_SPEED = 0.6
 MINION_AGGRO = 14.0
 #                melee  ranged
 MINION_HP = (280.0, 200.0)
-MINION_DMG = (12.0, 20.0)
+MINION_DMG = (30.0, 40.0)
+MINION_VS_CHAMP = 0.5  # champions take half damage from minions
 MINION_RANGE = (3.0, 10.0)
 MINION_PERIOD = (25, 30)
 MINION_GOLD = (21, 14)
@@ -178,12 +179,13 @@ class Game:
         self._spawn_wave(0, front)
         self._spawn_wave(1, 1.0 - (float(rng.uniform(0.30, 0.42)) if randomize else 0.34))
         self.wave_t = int(rng.integers(100, WAVE_PERIOD)) if randomize else WAVE_PERIOD
+        base_level = int(rng.integers(1, 7)) if randomize else 1
         for c in self.champs:
             p = float(rng.uniform(0.12, 0.45)) if randomize else 0.25
             lat = float(rng.uniform(-6.0, 6.0)) if randomize else 0.0
             c.x, c.y = lane_point(p if c.team == 0 else 1.0 - p, lat)
             if randomize:
-                level = int(rng.integers(1, 7))
+                level = min(max(base_level + int(rng.integers(-1, 2)), 1), 7)
                 c.xp = xp_for_level(level) + float(rng.uniform(0, 100))
                 c.set_level(level)
                 c.gold = int(rng.integers(0, 2500))
@@ -480,7 +482,7 @@ class Game:
             if hit.any():
                 total = float(df[hit].sum())
                 if t < 2:
-                    self.hurt_champ(self.champs[t], total)
+                    self.hurt_champ(self.champs[t], total * MINION_VS_CHAMP)
                 else:
                     self._hurt_tower(t - 2, total * 0.5)
         for i in np.flatnonzero(self.m_alive & (self.m_hp <= 0)):

@@ -24,6 +24,7 @@ from .game import (
     COOLDOWN,
     LANE_HALF_WIDTH,
     LANE_N,
+    MINION_HP,
     R_RADIUS,
     RECALL_FRAMES,
     TOWER_MAX_HP,
@@ -150,6 +151,7 @@ class Renderer:
         self.bar_champ = max(6, round(10 * k))
         self.bar_minion = max(2, round(4 * k))
         self.pad = res
+        self._minion_setup()
         self.background = self._background(zoom)
         self._hud_setup(s)
 
@@ -203,6 +205,24 @@ class Renderer:
             hud[y0:y1, x0:x1] = col
             dark[y0:y1, x0:x1] = tuple(int(v * 0.3) for v in col)
         self.hud_static, self.hud_dark = hud, dark
+        self._hud_key: tuple | None = None
+        self._hud_cache = hud
+
+    def _minion_setup(self) -> None:
+        self.m_half = self.minion // 2
+        self.m_body = []
+        for side in (self.minion, self.ranged):
+            o = np.arange(side) - side // 2
+            oy, ox = np.meshgrid(o, o, indexing="ij")
+            self.m_body.append((oy.ravel(), ox.ravel()))
+        self.m_colours = [
+            np.array([C["melee0"], C["melee1"]], np.uint8),
+            np.array([C["ranged0"], C["ranged1"]], np.uint8),
+        ]
+        oy, ox = np.meshgrid(np.arange(self.bar_h), np.arange(self.bar_minion), indexing="ij")
+        self.m_bar_y, self.m_bar_x = oy.ravel(), ox.ravel()
+        self.m_bar_colours = np.array([C["hp_ally"], C["hp_enemy"]], np.uint8)
+        self.m_bar_bg = np.array(C["bar_bg"], np.uint8)
 
     # ------------------------------------------------------------------ transforms
     def offset(self, game: Game) -> tuple[int, int]:
@@ -272,27 +292,32 @@ class Renderer:
             _fill(img, cx - bw // 2, y0, cx - bw // 2 + fill, y0 + self.bar_h, col)
 
     def _minions(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
-        from .game import MINION_HP
-
-        bw, bh = self.bar_minion, self.bar_h
-        for i in np.flatnonzero(game.m_alive):
-            team, kind = int(game.m_team[i]), int(game.m_kind[i])
-            cx, cy = self.to_pixel(game.m_x[i], game.m_y[i], off)
-            side = self.minion if kind == 0 else self.ranged
-            h = side // 2
-            _fill(
-                img,
-                cx - h,
-                cy - h,
-                cx - h + side,
-                cy - h + side,
-                C[f"{('melee', 'ranged')[kind]}{team}"],
-            )
-            y0 = cy - h - 1 - bh
-            x0 = cx - bw // 2
-            _fill(img, x0, y0, x0 + bw, y0 + bh, C["bar_bg"])
-            fill = math.ceil(bw * game.m_hp[i] / MINION_HP[kind])
-            _fill(img, x0, y0, x0 + fill, y0 + bh, C["hp_ally"] if team == 0 else C["hp_enemy"])
+        """All minions at once: bodies (melee squares, smaller ranged squares), then HP bars."""
+        idx = np.flatnonzero(game.m_alive)
+        if idx.size == 0:
+            return
+        h, w = img.shape[:2]
+        cx = np.floor(game.m_x[idx] * self.kx).astype(np.int64) - off[0]
+        cy = np.floor((WORLD_H - game.m_y[idx]) * self.ky).astype(np.int64) - off[1]
+        team, kind = game.m_team[idx], game.m_kind[idx]
+        for k, (oy, ox) in enumerate(self.m_body):
+            sel = kind == k
+            if not sel.any():
+                continue
+            ys = cy[sel, None] + oy[None, :]
+            xs = cx[sel, None] + ox[None, :]
+            col = np.broadcast_to(self.m_colours[k][team[sel]][:, None, :], (*ys.shape, 3))
+            ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+            img[ys[ok], xs[ok]] = col[ok]
+        top = cy - self.m_half - 1 - self.bar_h
+        ys = top[:, None] + self.m_bar_y[None, :]
+        xs = (cx - self.bar_minion // 2)[:, None] + self.m_bar_x[None, :]
+        frac = game.m_hp[idx] / np.asarray(MINION_HP)[kind]
+        fill = np.ceil(self.bar_minion * frac).astype(np.int64)
+        on = self.m_bar_x[None, :] < fill[:, None]
+        col = np.where(on[..., None], self.m_bar_colours[team][:, None, :], self.m_bar_bg)
+        ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        img[ys[ok], xs[ok]] = col[ok]
 
     def _champion(self, img: np.ndarray, c: Champion, off: tuple[int, int], body, hp_col) -> None:
         cx, cy = self.to_pixel(c.x, c.y, off)
@@ -327,26 +352,42 @@ class Renderer:
             x += 4 * f
 
     def _hud(self, hud: np.ndarray, p: Champion) -> None:
-        hud[:] = self.hud_static
-        for k, (x0, y0, x1, y1) in enumerate(self.icons):
-            frac = p.cd[k] / COOLDOWN[k]
-            if frac > 0:
-                y = y0 + math.ceil(frac * (y1 - y0))
-                hud[y0:y, x0:x1] = self.hud_dark[y0:y, x0:x1]
+        """Draw the HUD; the strip is cached and redrawn only when a visible quantity changes."""
+        dark = tuple(
+            math.ceil(p.cd[k] / COOLDOWN[k] * (y1 - y0))
+            for k, (x0, y0, x1, y1) in enumerate(self.icons)
+        )
+        y0, y1 = self.icons[7][1], self.icons[7][3]
+        recall = math.ceil(p.recall_t / RECALL_FRAMES * (y1 - y0))
+        bars = tuple(
+            math.ceil((x1 - x0) * v)
+            for (x0, _, x1, _), v in (
+                (self.hp_bar, p.hp / p.max_hp),
+                (self.mana_bar, p.mana / p.max_mana),
+            )
+        )
+        key = (dark, recall, bars, p.potions, min(p.level, 99), min(int(p.gold), 99999))
+        if key != self._hud_key:
+            self._hud_key, self._hud_cache = key, self._draw_hud(*key)
+        hud[:] = self._hud_cache
+
+    def _draw_hud(self, dark, recall, bars, potions, level, gold) -> np.ndarray:
+        hud = self.hud_static.copy()
+        for rows, (x0, y0, x1, _) in zip(dark, self.icons):
+            hud[y0 : y0 + rows, x0:x1] = self.hud_dark[y0 : y0 + rows, x0:x1]
         x0, y0, x1, y1 = self.icons[6]
         for j in range(3):
-            col = C["text"] if j < p.potions else C["pip_off"]
             px = x0 + 2 * j * self.pip
-            hud[y1 - self.pip : y1, px : px + self.pip] = col
-        if p.recall_t:
+            hud[y1 - self.pip : y1, px : px + self.pip] = C["text"] if j < potions else C["pip_off"]
+        if recall:
             x0, y0, x1, y1 = self.icons[7]
-            y = y1 - math.ceil(p.recall_t / RECALL_FRAMES * (y1 - y0))
-            hud[y:y1, x0:x1] = C["recall"]
-        self._text(hud, *self.level_xy, f"{min(p.level, 99):02d}", C["text"])
-        self._text(hud, *self.gold_xy, f"{min(int(p.gold), 99999):05d}", C["gold"])
-        for (x0, y0, x1, y1), val, col in (
-            (self.hp_bar, p.hp / p.max_hp, C["hp_ally"]),
-            (self.mana_bar, p.mana / p.max_mana, C["mana"]),
+            hud[y1 - recall : y1, x0:x1] = C["recall"]
+        self._text(hud, *self.level_xy, f"{level:02d}", C["text"])
+        self._text(hud, *self.gold_xy, f"{gold:05d}", C["gold"])
+        for (x0, y0, x1, y1), n, col in (
+            (self.hp_bar, bars[0], C["hp_ally"]),
+            (self.mana_bar, bars[1], C["mana"]),
         ):
             hud[y0:y1, x0:x1] = C["bar_bg"]
-            hud[y0:y1, x0 : x0 + math.ceil((x1 - x0) * val)] = col
+            hud[y0:y1, x0 : x0 + n] = col
+        return hud
