@@ -54,7 +54,12 @@ def bench_losses(preset: str, b: int, horizon: int, reps: int) -> dict:
         (out["loss_policy"] + out["loss_kl"] + out["loss_value"]).backward()
 
     t_pm = _time(pmpo, reps)
-    return {"preset": preset, "dim": cfg.dim, "phase2_loss_ms": 1e3 * t_p2, "pmpo_loss_ms": 1e3 * t_pm}
+    return {
+        "preset": preset,
+        "dim": cfg.dim,
+        "phase2_loss_ms": 1e3 * t_p2,
+        "pmpo_loss_ms": 1e3 * t_pm,
+    }
 
 
 def bench_acting(agent: str | None, steps: int, res: int) -> list[dict]:
@@ -87,7 +92,9 @@ def bench_acting(agent: str | None, steps: int, res: int) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--presets", nargs="+", default=["nano", "small"])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--horizon", type=int, default=32)
@@ -100,10 +107,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     losses = [bench_losses(p, args.batch, args.horizon, args.reps) for p in args.presets]
-    print(f"losses, forward + backward, batch {args.batch} × {args.horizon} steps, {args.threads} thread(s)")
+    print(
+        f"losses, forward + backward, batch {args.batch} × {args.horizon} steps, {args.threads} thread(s)"
+    )
     print(f"{'preset':<8} {'dim':>5} {'phase-2 loss ms':>16} {'PMPO loss ms':>13}")
     for r in losses:
-        print(f"{r['preset']:<8} {r['dim']:>5} {r['phase2_loss_ms']:>16.1f} {r['pmpo_loss_ms']:>13.1f}")
+        print(
+            f"{r['preset']:<8} {r['dim']:>5} {r['phase2_loss_ms']:>16.1f} {r['pmpo_loss_ms']:>13.1f}"
+        )
     acting = bench_acting(args.agent, args.steps, args.res)
     print("\nacting in LoLLane-v0 (env step + render + agent), task farm")
     print(f"{'agent':<10} {'res':>4} {'steps/s':>9}")
