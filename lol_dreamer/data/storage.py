@@ -334,19 +334,13 @@ def write_episode(
         actions = np.tile(np.array([STAND] + [0] * (ACTION_DIM - 1), dtype=np.int64), (t, 1))
         labeled = np.zeros(t, bool) if labeled is None else labeled
     actions = _check("actions", actions, t, (ACTION_DIM,))
-    if (
-        (actions[:, 0] < 0).any()
-        or (actions[:, 0] >= N_MOVE).any()
-        or (actions[:, 1:] < 0).any()
-        or (actions[:, 1:] > 1).any()
-    ):
-        bad = int(
-            np.argmax(
-                (actions[:, 0] < 0)
-                | (actions[:, 0] >= N_MOVE)
-                | ((actions[:, 1:] < 0) | (actions[:, 1:] > 1)).any(1)
-            )
-        )
+    out_of_range = (
+        (actions[:, 0] < 0)
+        | (actions[:, 0] >= N_MOVE)
+        | ((actions[:, 1:] < 0) | (actions[:, 1:] > 1)).any(1)
+    )
+    if out_of_range.any():
+        bad = int(np.argmax(out_of_range))
         raise ValueError(
             f"actions[{bad}] = {actions[bad].tolist()} is out of range: movement must be 0..18 and keys 0/1"
         )
