@@ -5,13 +5,14 @@ the sign of the advantage, not its size, decides whether a state's action is pus
 and a reverse KL to the frozen behavioural prior (the trained phase-2 policy head) keeps the policy
 near the demonstrations. No return or advantage normalisation and no entropy bonus are used.
 
-Input: a TensorDict with batch ``[b, H]`` laid out the way TorchRL collectors write rollouts:
+Input: a TensorDict with batch ``[b, H]`` laid out the way a TorchRL collector on ``DreamTorchEnv`` writes rollouts
+(keys configurable with ``set_keys``):
 
 | key                          | shape          | meaning                                        |
 |------------------------------|----------------|------------------------------------------------|
-| ``"features"``               | ``[b, H, d]``  | agent features ``h`` of ``s_t``                 |
-| ``"action"``                 | ``int64 [b, H, 9]`` | ``a_t`` taken in ``s_t``                   |
-| ``("next", "features")``     | ``[b, H, d]``  | features of ``s_{t+1}``                         |
+| ``"agent_features"``         | ``[b, H, d]``  | agent features ``h`` of ``s_t``                 |
+| ``"action"``                 | ``int64 [b, H, 9]``, or ``move [b, H]`` + ``keys [b, H, 8]`` | ``a_t`` taken in ``s_t`` |
+| ``("next", "agent_features")`` | ``[b, H, d]``  | features of ``s_{t+1}``                       |
 | ``("next", "reward")``       | ``[b, H]`` or ``[b, H, 1]`` | ``r_{t+1}``                        |
 | ``("next", "continue")``     | ``[b, H]`` or ``[b, H, 1]`` | ``c_{t+1}`` in [0, 1]; if absent, ``1 − ("next", "terminated")`` |
 
@@ -32,6 +33,7 @@ from torchrl.objectives import LossModule
 
 from lol_dreamer.agents.returns import GAMMA, LAMBDA, td_lambda_returns
 from lol_dreamer.models.heads import ActionDist, AgentHeads, PolicyHead
+from lol_dreamer.policy import join_action
 
 
 def pmpo_policy_loss(
@@ -92,7 +94,7 @@ class PMPOLoss(LossModule):
 
     @dataclass
     class _AcceptedKeys:
-        features: str = "features"
+        features: str = "agent_features"
         action: str = "action"
         reward: str = "reward"
         cont: str = "continue"
@@ -159,7 +161,7 @@ class PMPOLoss(LossModule):
         k = self.tensor_keys
         feats = tensordict.get(k.features)
         next_feats = tensordict.get(("next", k.features))
-        action = tensordict.get(k.action)
+        action = join_action(tensordict.get(k.action))
         b, horizon = feats.shape[:2]
         reward = tensordict.get(("next", k.reward)).float().reshape(b, horizon)
         cont = self._continues(tensordict, torch.Size((b, horizon)))

@@ -214,27 +214,54 @@ class Policy:
             self._last = np.asarray(last_action, dtype=np.int64)
         return self(frame)
 
-    def as_torchrl_actor(self, in_key: str = "features", out_key: str = "action") -> Any:
-        """A TorchRL ``TensorDictModule`` reading ``in_key`` ``[..., dim]`` and writing ``out_key``
-        (int64 ``[..., 9]``) and ``"action_log_prob"`` (differentiable when the heads require grad)."""
+    def as_torchrl_actor(
+        self, in_key: str = "agent_features", out_key: str = "action", composite: bool = True
+    ) -> Any:
+        """A TorchRL ``TensorDictModule`` acting on ``in_key`` ``[..., dim]``.
+
+        Args:
+            in_key: features key (``DreamTorchEnv`` writes ``"agent_features"``).
+            out_key: action key.
+            composite: write ``(out_key, "move")`` ``[...]`` and ``(out_key, "keys")`` ``[..., 8]``
+                (the ``DreamTorchEnv`` action spec); False writes one int64 ``[..., 9]`` tensor.
+        Returns:
+            The module; it also writes ``"action_log_prob"`` (differentiable when the heads
+            require grad).
+        """
         from tensordict.nn import TensorDictModule
 
+        outs: list[Any] = [(out_key, "move"), (out_key, "keys")] if composite else [out_key]
         return TensorDictModule(
-            _ActorNet(self), in_keys=[in_key], out_keys=[out_key, "action_log_prob"]
+            _ActorNet(self, composite), in_keys=[in_key], out_keys=[*outs, "action_log_prob"]
         )
 
 
+def split_action(action: Tensor) -> tuple[Tensor, Tensor]:
+    """``int64 [..., 9]`` → ``(move [...], keys [..., 8])`` (the TorchRL composite layout)."""
+    return action[..., 0], action[..., 1:]
+
+
+def join_action(action: Any) -> Tensor:
+    """A flat action ``[..., 9]``, or a TensorDict with ``move [...]`` and ``keys [..., 8]`` → ``int64 [..., 9]``."""
+    if isinstance(action, Tensor):
+        return action.long()
+    move, keys = action.get("move"), action.get("keys")
+    return torch.cat((move.long().unsqueeze(-1), keys.long()), dim=-1)
+
+
 class _ActorNet(nn.Module):
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, composite: bool) -> None:
         super().__init__()
         self.heads = policy.heads
         self.policy = policy
+        self.composite = composite
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor) -> tuple[Tensor, ...]:
         d = self.policy.dist(h)
         with torch.no_grad():
             a = d.mode() if self.policy.deterministic else d.sample(self.policy.generator)
-        return a, d.log_prob(a)
+        logp = d.log_prob(a)
+        return (*split_action(a), logp) if self.composite else (a, logp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from tensordict import TensorDict
 from worldmodel_fixture import make_world_model, random_actions, synthetic_frames
 
 from lol_dreamer.models.heads import AgentHeads, HeadsConfig
-from lol_dreamer.policy import Policy, load_heads, load_policy, world_model_dir
+from lol_dreamer.policy import Policy, join_action, load_heads, load_policy, world_model_dir
 
 
 def _trained_heads(dim=32):
@@ -27,10 +27,16 @@ def test_policy_on_features_and_torchrl_actor():
     assert torch.equal(Policy(heads, seed=3)(h), a)  # seeded
     det = Policy(heads, deterministic=True, mtp_distance=1)
     assert torch.equal(det(h), heads.policy(h, 1).mode())
-    actor = pol.as_torchrl_actor()
-    td = actor(TensorDict({"features": h}, batch_size=[5]))
+    flat = pol.as_torchrl_actor(composite=False)
+    td = flat(TensorDict({"agent_features": h}, batch_size=[5]))
     assert td["action"].shape == (5, 9)
     assert torch.allclose(td["action_log_prob"], heads.policy(h, 0).log_prob(td["action"]))
+    # the DreamTorchEnv layout: ("action", "move") [N] and ("action", "keys") [N, 8]
+    td = pol.as_torchrl_actor()(TensorDict({"agent_features": h}, batch_size=[5]))
+    assert td["action", "move"].shape == (5,) and td["action", "keys"].shape == (5, 8)
+    joined = join_action(td["action"])
+    assert torch.equal(joined[:, 0], td["action", "move"])
+    assert torch.allclose(td["action_log_prob"], heads.policy(h, 0).log_prob(joined))
     with pytest.raises(ValueError, match="feature extractor"):
         pol(np.zeros((16, 16, 3), dtype=np.uint8))
 

@@ -5,6 +5,7 @@ from tensordict import TensorDict
 from lol_dreamer.agents.pmpo import PMPOLoss, frozen_prior
 from lol_dreamer.agents.returns import td_lambda_returns
 from lol_dreamer.models.heads import AgentHeads, HeadsConfig
+from lol_dreamer.policy import Policy
 
 
 def _heads(seed=0):
@@ -24,7 +25,7 @@ def _rollout(b, H, dim, reward_shift=0.0, seed=0):
     term[0, 1] = True
     return TensorDict(
         {
-            "features": feats[:, :-1],
+            "agent_features": feats[:, :-1],
             "action": torch.cat(
                 (
                     torch.randint(0, 19, (b, H, 1), generator=g),
@@ -33,7 +34,7 @@ def _rollout(b, H, dim, reward_shift=0.0, seed=0):
                 -1,
             ),
             "next": {
-                "features": feats[:, 1:],
+                "agent_features": feats[:, 1:],
                 "reward": torch.randn(b, H, 1, generator=g) + reward_shift,
                 "terminated": term[..., None],
             },
@@ -44,7 +45,7 @@ def _rollout(b, H, dim, reward_shift=0.0, seed=0):
 
 def _hand(heads, prior, td, alpha=0.5, beta=0.3, gamma=0.997, lmbda=0.95):
     with torch.no_grad():
-        f, nf = td["features"], td["next", "features"]
+        f, nf = td["agent_features"], td["next", "agent_features"]
         v = heads.value.predict(f)
         vn = heads.value.predict(nf)
         c = 1.0 - td["next", "terminated"][..., 0].float()
@@ -125,7 +126,6 @@ def test_pmpo_improves_a_bandit():
     heads = _heads()
     loss = PMPOLoss(heads)
     opt = torch.optim.Adam(loss.trainable_parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
     b, H, d = 64, 4, heads.config.dim
     feats = torch.randn(1, 1, d).expand(b, H + 1, d)
 
@@ -133,18 +133,16 @@ def test_pmpo_improves_a_bandit():
         return torch.softmax(heads.policy(feats[0, 0], 0).move_logits, -1)[0].item()
 
     start = p_right()
+    actor = Policy(heads, seed=0).as_torchrl_actor()  # composite ("action", "move"/"keys")
     for _ in range(60):
+        td = TensorDict({"agent_features": feats[:, :-1]}, batch_size=[b, H])
         with torch.no_grad():
-            act = heads.policy(feats[:, :-1], 0).sample(g)
-        td = TensorDict(
+            actor(td)
+        td["next"] = TensorDict(
             {
-                "features": feats[:, :-1],
-                "action": act,
-                "next": {
-                    "features": feats[:, 1:],
-                    "reward": (act[..., 0] == 0).float(),
-                    "continue": torch.ones(b, H),
-                },
+                "agent_features": feats[:, 1:],
+                "reward": (td["action", "move"] == 0).float(),
+                "continue": torch.ones(b, H),
             },
             batch_size=[b, H],
         )
