@@ -143,7 +143,7 @@ def test_fight_reward_is_damage_dealt_minus_taken_and_death_terminates_fight():
     e.shield = 0.0
     p.atk_cd = 0
     ehp = e.hp
-    _, r, term, _, info = env.step(noop_action())  # stand → auto-attack the champion
+    _, r, term, _, _info = env.step(noop_action())  # stand → auto-attack the champion
     assert ehp - e.hp == pytest.approx(p.ad, abs=0.1)  # minus one frame of regeneration
     assert r == pytest.approx(p.ad / 100.0, rel=1e-5)
     p.hp, p.shield = 1.0, 0.0
@@ -162,7 +162,7 @@ def test_tower_destruction_terminates_and_truncation_at_max_steps():
     env.reset(seed=2)
     env.game.tower_hp[1] = 1.0
     env.game._hurt_tower(1, 5.0, env.game.champs[0])
-    _, r, term, trunc, _ = env.step(noop_action())
+    _, _r, term, trunc, _ = env.step(noop_action())
     assert term and not trunc
     env.reset(seed=2)
     flags = [env.step(noop_action())[2:4] for _ in range(5)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,7 @@ def test_player_colour_is_unique_and_hud_never_overlaps_the_world():
     for colour in (*C.values(), *ICON_COLOURS):
         assert max(abs(a - b) for a, b in zip(colour, PLAYER_COLOUR)) > 60
     env = LaneEnv(res=128)
-    frame, info = env.reset(seed=0)
+    frame, _info = env.reset(seed=0)
     player = np.all(frame == PLAYER_COLOUR, axis=-1)
     assert player.sum() > 0 and not player[env.renderer.world_h :].any()
 
@@ -134,7 +136,7 @@ def test_cooldown_darkening_shrinks_as_the_cooldown_runs_out():
         dark.append(int(np.all(icon != ICON_COLOURS[1], axis=-1).sum()))
         frame = env.step(noop_action())[0]
     assert dark[0] == icon.shape[0] * icon.shape[1]  # fully dark right after the cast
-    assert all(b <= a for a, b in zip(dark, dark[1:])) and dark[-1] < dark[0]
+    assert all(b <= a for a, b in itertools.pairwise(dark)) and dark[-1] < dark[0]
 
 
 def test_renderer_rejects_bad_arguments():

@@ -58,10 +58,12 @@ MINION_AGGRO = 14.0
 MINION_HP = (280.0, 200.0)
 MINION_DMG = (30.0, 40.0)
 MINION_VS_CHAMP = 0.5  # champions take half damage from minions
+MINION_CHAMP_PENALTY = 6.0  # minions prefer a minion unless a champion is this much closer
 MINION_RANGE = (3.0, 10.0)
 MINION_PERIOD = (25, 30)
 MINION_GOLD = (21, 14)
 MINION_XP = (60.0, 30.0)
+_M_RANGE, _M_PERIOD, _M_DMG = np.array(MINION_RANGE), np.array(MINION_PERIOD), np.array(MINION_DMG)
 XP_RANGE = 30.0
 WAVE_PERIOD = 300  # frames between waves (15 s)
 KILL_GOLD = 300
@@ -423,68 +425,70 @@ class Game:
 
     def _step_minions(self) -> None:
         idx = np.flatnonzero(self.m_alive)
-        if idx.size == 0:
+        n = idx.size
+        if n == 0:
             return
-        mx, my, team = self.m_x[idx], self.m_y[idx], self.m_team[idx]
-        kind = self.m_kind[idx]
+        mx, my = self.m_x[idx], self.m_y[idx]
+        team, kind = self.m_team[idx], self.m_kind[idx]
         c0, c1 = self.champs
-        # Candidate targets: alive minions, then the two champions, then the two towers.
-        tx = np.concatenate([mx, [c0.x, c1.x], [TOWER_POS[0][0], TOWER_POS[1][0]]])
-        ty = np.concatenate([my, [c0.y, c1.y], [TOWER_POS[0][1], TOWER_POS[1][1]]])
-        tteam = np.concatenate([team, [0, 1, 0, 1]])
-        tok = np.concatenate(
-            [
-                np.ones(idx.size, bool),
-                [c0.alive, c1.alive, self.tower_hp[0] > 0, self.tower_hp[1] > 0],
-            ]
+        # Candidate targets: alive minions, the two champions, the two towers. ``bias`` is added to
+        # the centre distance: minus the target's radius, plus a penalty that makes minions prefer
+        # minions over champions; +inf marks a dead target.
+        tx = np.empty(n + 4)
+        ty = np.empty(n + 4)
+        bias = np.empty(n + 4)
+        tteam = np.empty(n + 4, np.int64)
+        tx[:n], ty[:n], bias[:n], tteam[:n] = mx, my, -MINION_RADIUS, team
+        tx[n:] = (c0.x, c1.x, TOWER_POS[0][0], TOWER_POS[1][0])
+        ty[n:] = (c0.y, c1.y, TOWER_POS[0][1], TOWER_POS[1][1])
+        bias[n:] = (
+            MINION_CHAMP_PENALTY - CHAMP_RADIUS if c0.alive else np.inf,
+            MINION_CHAMP_PENALTY - CHAMP_RADIUS if c1.alive else np.inf,
+            -TOWER_RADIUS if self.tower_hp[0] > 0 else np.inf,
+            -TOWER_RADIUS if self.tower_hp[1] > 0 else np.inf,
         )
-        trad = np.concatenate(
-            [np.full(idx.size, MINION_RADIUS), [CHAMP_RADIUS] * 2, [TOWER_RADIUS] * 2]
-        )
-        prio = np.concatenate([np.zeros(idx.size), [6.0, 6.0, 0.0, 0.0]])
-        dx = tx[None, :] - mx[:, None]
-        dy = ty[None, :] - my[:, None]
-        gap = np.hypot(dx, dy) - trad[None, :]
-        eff = np.where(
-            (tteam[None, :] != team[:, None]) & tok[None, :], gap + prio[None, :], np.inf
-        )
-        j = np.argmin(eff, axis=1)
-        rows = np.arange(idx.size)
-        g = gap[rows, j]
-        engaged = eff[rows, j] < MINION_AGGRO
-        rng_ = np.asarray(MINION_RANGE)[kind]
-        in_range = engaged & (g <= rng_)
+        tteam[n:] = (0, 1, 0, 1)
+        dx = tx - mx[:, None]
+        dy = ty - my[:, None]
+        eff = np.hypot(dx, dy) + bias
+        eff[tteam == team[:, None]] = np.inf
+        j = eff.argmin(axis=1)
+        rows = np.arange(n)
+        e = eff[rows, j]
+        engaged = e < MINION_AGGRO
+        gap = e - MINION_CHAMP_PENALTY * ((j >= n) & (j < n + 2))
+        in_range = engaged & (gap <= _M_RANGE[kind])
         # Movement: toward the target when engaged and out of range, else along the lane.
-        dist = np.maximum(np.hypot(dx[rows, j], dy[rows, j]), 1e-6)
-        sign = np.where(team == 0, 1.0, -1.0)
+        ddx, ddy = dx[rows, j], dy[rows, j]
+        dist = np.hypot(ddx, ddy) + 1e-6
+        sign = 1.0 - 2.0 * team
         lat = (
             (mx - BASE_POS[0][0]) * LANE_N[0] + (my - BASE_POS[0][1]) * LANE_N[1] - self.m_off[idx]
         )
-        vx = np.where(engaged, dx[rows, j] / dist, sign * LANE_U[0] - 0.2 * lat * LANE_N[0])
-        vy = np.where(engaged, dy[rows, j] / dist, sign * LANE_U[1] - 0.2 * lat * LANE_N[1])
-        walk = ~in_range
-        self.m_x[idx] = np.where(walk, mx + MINION_SPEED * vx, mx)
-        self.m_y[idx] = np.where(walk, my + MINION_SPEED * vy, my)
+        vx = np.where(engaged, ddx / dist, sign * LANE_U[0] - 0.2 * lat * LANE_N[0])
+        vy = np.where(engaged, ddy / dist, sign * LANE_U[1] - 0.2 * lat * LANE_N[1])
+        step = MINION_SPEED * ~in_range
+        self.m_x[idx] = mx + step * vx
+        self.m_y[idx] = my + step * vy
         # Attacks.
         cd = self.m_cd[idx]
         fire = in_range & (cd <= 0)
-        self.m_cd[idx] = np.where(fire, np.asarray(MINION_PERIOD)[kind], np.maximum(cd - 1, 0))
+        self.m_cd[idx] = np.where(fire, _M_PERIOD[kind], np.maximum(cd - 1, 0))
         if not fire.any():
             return
-        dmg = np.asarray(MINION_DMG)[kind]
-        n = idx.size
-        jf, df = j[fire], dmg[fire]
+        jf, df = j[fire], _M_DMG[kind[fire]]
         on_minion = jf < n
         if on_minion.any():
             np.subtract.at(self.m_hp, idx[jf[on_minion]], df[on_minion])
-        for t in range(4):
-            hit = jf == n + t
-            if hit.any():
-                total = float(df[hit].sum())
-                if t < 2:
-                    self.hurt_champ(self.champs[t], total * MINION_VS_CHAMP)
-                else:
-                    self._hurt_tower(t - 2, total * 0.5)
+        if not on_minion.all():
+            for t in range(4):
+                hit = jf == n + t
+                if hit.any():
+                    total = float(df[hit].sum())
+                    if t < 2:
+                        self.hurt_champ(self.champs[t], total * MINION_VS_CHAMP)
+                    else:
+                        self._hurt_tower(t - 2, total * 0.5)
         for i in np.flatnonzero(self.m_alive & (self.m_hp <= 0)):
             self._minion_died(int(i))
 

@@ -37,6 +37,8 @@ from .game import (
 )
 
 PLAYER_COLOUR = (0, 255, 255)
+_KEEP = 7
+_MINION_HP = np.array(MINION_HP)
 C = {
     "grass": (34, 70, 42),
     "lane": (118, 104, 78),
@@ -209,20 +211,46 @@ class Renderer:
         self._hud_cache = hud
 
     def _minion_setup(self) -> None:
-        self.m_half = self.minion // 2
-        self.m_body = []
-        for side in (self.minion, self.ranged):
-            o = np.arange(side) - side // 2
-            oy, ox = np.meshgrid(o, o, indexing="ij")
-            self.m_body.append((oy.ravel(), ox.ravel()))
-        self.m_colours = [
-            np.array([C["melee0"], C["melee1"]], np.uint8),
-            np.array([C["ranged0"], C["ranged1"]], np.uint8),
-        ]
-        oy, ox = np.meshgrid(np.arange(self.bar_h), np.arange(self.bar_minion), indexing="ij")
-        self.m_bar_y, self.m_bar_x = oy.ravel(), ox.ravel()
-        self.m_bar_colours = np.array([C["hp_ally"], C["hp_enemy"]], np.uint8)
-        self.m_bar_bg = np.array(C["bar_bg"], np.uint8)
+        """Pixel offsets and palette indices of the minion sprite (body below, HP bar above)."""
+        side, rside = self.minion, self.ranged
+        self.m_half = side // 2
+        o = np.arange(side) - side // 2
+        by, bx = (a.ravel() for a in np.meshgrid(o, o, indexing="ij"))
+        ranged = (
+            (bx >= -(rside // 2))
+            & (bx < rside - rside // 2)
+            & (by >= -(rside // 2))
+            & (by < rside - rside // 2)
+        )
+        top = -self.m_half - 1 - self.bar_h
+        gy, gx = (
+            a.ravel()
+            for a in np.meshgrid(np.arange(self.bar_h), np.arange(self.bar_minion), indexing="ij")
+        )
+        self.ms_y = np.concatenate([by, top + gy])
+        self.ms_x = np.concatenate([bx, gx - self.bar_minion // 2])
+        nb = by.size
+        self.ms_isbar = np.concatenate([np.zeros(nb, bool), np.ones(gy.size, bool)])
+        self.ms_barx = np.concatenate([np.full(nb, -1), gx])
+        # Palette: 0/2 melee blue/red, 1/3 ranged blue/red, 4/5 HP blue/red, 6 bar background, 7 keep.
+        # ms_body[kind, team] holds the palette index of every sprite pixel's body part.
+        self.ms_body = np.zeros((2, 2, self.ms_y.size), np.int64)
+        for team in range(2):
+            self.ms_body[0, team, :nb] = 2 * team
+            self.ms_body[1, team, :nb] = np.where(ranged, 2 * team + 1, _KEEP)
+        self.ms_palette = np.array(
+            [
+                C["melee0"],
+                C["ranged0"],
+                C["melee1"],
+                C["ranged1"],
+                C["hp_ally"],
+                C["hp_enemy"],
+                C["bar_bg"],
+                (0, 0, 0),
+            ],
+            np.uint8,
+        )
 
     # ------------------------------------------------------------------ transforms
     def offset(self, game: Game) -> tuple[int, int]:
@@ -292,7 +320,11 @@ class Renderer:
             _fill(img, cx - bw // 2, y0, cx - bw // 2 + fill, y0 + self.bar_h, col)
 
     def _minions(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
-        """All minions at once: bodies (melee squares, smaller ranged squares), then HP bars."""
+        """All minions in one scatter: body (melee square, smaller ranged square) plus HP bar.
+
+        Every minion uses the same pixel offsets; palette entry ``_KEEP`` leaves a pixel as it was
+        (the part of the melee footprint a ranged minion does not cover).
+        """
         idx = np.flatnonzero(game.m_alive)
         if idx.size == 0:
             return
@@ -300,24 +332,24 @@ class Renderer:
         cx = np.floor(game.m_x[idx] * self.kx).astype(np.int64) - off[0]
         cy = np.floor((WORLD_H - game.m_y[idx]) * self.ky).astype(np.int64) - off[1]
         team, kind = game.m_team[idx], game.m_kind[idx]
-        for k, (oy, ox) in enumerate(self.m_body):
-            sel = kind == k
-            if not sel.any():
-                continue
-            ys = cy[sel, None] + oy[None, :]
-            xs = cx[sel, None] + ox[None, :]
-            col = np.broadcast_to(self.m_colours[k][team[sel]][:, None, :], (*ys.shape, 3))
+        fill = np.ceil(self.bar_minion * game.m_hp[idx] / _MINION_HP[kind])
+        bar = np.where(self.ms_barx < fill[:, None], 4 + team[:, None], 6)
+        pal = np.where(self.ms_isbar, bar, self.ms_body[kind, team])
+        ys = cy[:, None] + self.ms_y
+        xs = cx[:, None] + self.ms_x
+        flat = img.reshape(-1, 3)
+        if self.camera == "fixed":  # the lane keeps minions well inside the fixed view
+            np.minimum(np.maximum(ys, 0, out=ys), h - 1, out=ys)
+            np.minimum(np.maximum(xs, 0, out=xs), w - 1, out=xs)
+        else:
             ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-            img[ys[ok], xs[ok]] = col[ok]
-        top = cy - self.m_half - 1 - self.bar_h
-        ys = top[:, None] + self.m_bar_y[None, :]
-        xs = (cx - self.bar_minion // 2)[:, None] + self.m_bar_x[None, :]
-        frac = game.m_hp[idx] / np.asarray(MINION_HP)[kind]
-        fill = np.ceil(self.bar_minion * frac).astype(np.int64)
-        on = self.m_bar_x[None, :] < fill[:, None]
-        col = np.where(on[..., None], self.m_bar_colours[team][:, None, :], self.m_bar_bg)
-        ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        img[ys[ok], xs[ok]] = col[ok]
+            ys, xs, pal = ys[ok], xs[ok], pal[ok]
+        pos = ys * w + xs
+        colours = self.ms_palette[pal]
+        keep = pal == _KEEP
+        if keep.any():
+            colours[keep] = flat[pos[keep]]
+        flat[pos] = colours
 
     def _champion(self, img: np.ndarray, c: Champion, off: tuple[int, int], body, hp_col) -> None:
         cx, cy = self.to_pixel(c.x, c.y, off)
