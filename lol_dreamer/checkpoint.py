@@ -34,6 +34,7 @@ BUILDERS: dict[str, str] = {
     "tokenizer": "lol_dreamer.models:build_tokenizer",
     "dynamics": "lol_dreamer.models.agent_model:build_dynamics_model",
     "agent": "lol_dreamer.models.agent_model:build_agent_model",
+    "imagine": "lol_dreamer.models.agent_model:build_agent_model",
 }
 
 

@@ -40,6 +40,7 @@ DEFAULT_FPS = 20
 WORLD_MODEL_BUILDERS = {
     "dynamics": "lol_dreamer.models.agent_model:build_dynamics_model",
     "agent": "lol_dreamer.models.agent_model:build_agent_model",
+    "imagine": "lol_dreamer.models.agent_model:build_agent_model",
 }
 DEFAULT_K = 4
 
