@@ -15,6 +15,7 @@ Input: a TensorDict with batch ``[b, H]`` laid out the way a TorchRL collector o
 | ``("next", "agent_features")`` | ``[b, H, d]``  | features of ``s_{t+1}``                       |
 | ``("next", "reward")``       | ``[b, H]`` or ``[b, H, 1]`` | ``r_{t+1}``                        |
 | ``("next", "continue")``     | ``[b, H]`` or ``[b, H, 1]`` | ``c_{t+1}`` in [0, 1]; if absent, ``1 − ("next", "terminated")`` |
+| ``("next", "done")``         | optional, bool | the env was reset after step t (cuts the λ-return there) |
 
 Output ``loss_policy``, ``loss_kl`` (already × β), ``loss_value``; their sum is what to optimise.
 Logged stats: ``kl`` (raw mean KL), ``frac_pos`` (|D+| / N), ``advantage``, ``return``, ``value``,
@@ -99,6 +100,7 @@ class PMPOLoss(LossModule):
         reward: str = "reward"
         cont: str = "continue"
         terminated: str = "terminated"
+        done: str = "done"
 
     def __init__(
         self,
@@ -174,7 +176,13 @@ class PMPOLoss(LossModule):
         with torch.no_grad():
             v_next = value_head.predict(next_feats)  # [b, H]
             values = torch.cat((v[:, :1].detach(), v_next), dim=1)  # v(s_0) .. v(s_H)
-            ret = td_lambda_returns(reward, cont, values, self.gamma, self.lmbda)  # [b, H]
+            done = tensordict.get(
+                ("next", k.done), None
+            )  # resets cut the λ-return (TorchRL semantics)
+            done = None if done is None else done.reshape(b, horizon)
+            ret = td_lambda_returns(
+                reward, cont, values, self.gamma, self.lmbda, dones=done
+            )  # [b, H]
             adv = ret - v.detach()  # A_t = R^λ_t − v(s_t)
 
         n = self.mtp_distance

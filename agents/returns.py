@@ -25,6 +25,7 @@ def td_lambda_returns(
     values: Tensor,
     gamma: float = GAMMA,
     lmbda: float = LAMBDA,
+    dones: Tensor | None = None,
 ) -> Tensor:
     """λ-returns ``R^λ_t`` for ``t = 0..H−1``.
 
@@ -34,6 +35,10 @@ def td_lambda_returns(
         values: ``[b, H + 1]``, ``v(s_0) .. v(s_H)``.
         gamma: discount γ (0.997).
         lmbda: λ (0.95).
+        dones: optional bool ``[b, H]``: the trajectory stops after step t (termination *or*
+            truncation, e.g. a collector resetting the env); the return then bootstraps from
+            ``v(s_{t+1})`` alone instead of continuing into the next episode, as TorchRL does.
+            Termination itself is expressed through ``continues``.
     Returns:
         ``[b, H]`` returns (differentiable in all inputs; detach as needed).
 
@@ -50,9 +55,13 @@ def td_lambda_returns(
         raise ValueError(
             f"values must be [b, H + 1] = {(b, horizon + 1)} (v(s_0)..v(s_H)), got {tuple(values.shape)}"
         )
+    if dones is not None and dones.shape != rewards.shape:
+        raise ValueError(f"dones must be [b, H] like rewards, got {tuple(dones.shape)}")
     out = []
     ret = values[:, horizon]  # R^λ_H = v(s_H)
     for t in reversed(range(horizon)):
+        if dones is not None:  # a trajectory boundary: R^λ_{t+1} is replaced by v(s_{t+1})
+            ret = torch.where(dones[:, t].bool(), values[:, t + 1], ret)
         # DreamerV4 eq. 10 (arXiv 2509.24527), explicit indices as in SPEC §7
         ret = rewards[:, t] + gamma * continues[:, t] * (
             (1 - lmbda) * values[:, t + 1] + lmbda * ret

@@ -23,6 +23,8 @@ def _rollout(b, H, dim, reward_shift=0.0, seed=0):
     feats = torch.randn(b, H + 1, dim, generator=g)
     term = torch.zeros(b, H, dtype=torch.bool)
     term[0, 1] = True
+    done = term.clone()
+    done[1, 2] = True  # a reset without termination (truncation)
     return TensorDict(
         {
             "agent_features": feats[:, :-1],
@@ -37,6 +39,7 @@ def _rollout(b, H, dim, reward_shift=0.0, seed=0):
                 "agent_features": feats[:, 1:],
                 "reward": torch.randn(b, H, 1, generator=g) + reward_shift,
                 "terminated": term[..., None],
+                "done": done[..., None],
             },
         },
         batch_size=[b, H],
@@ -50,7 +53,12 @@ def _hand(heads, prior, td, alpha=0.5, beta=0.3, gamma=0.997, lmbda=0.95):
         vn = heads.value.predict(nf)
         c = 1.0 - td["next", "terminated"][..., 0].float()
         ret = td_lambda_returns(
-            td["next", "reward"][..., 0], c, torch.cat((v[:, :1], vn), 1), gamma, lmbda
+            td["next", "reward"][..., 0],
+            c,
+            torch.cat((v[:, :1], vn), 1),
+            gamma,
+            lmbda,
+            dones=td["next", "done"][..., 0],
         )
         adv = (ret - v).flatten()
         logp = heads.policy(f, 0).log_prob(td["action"]).flatten()

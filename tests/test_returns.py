@@ -34,8 +34,10 @@ def test_matches_hand_recursion_with_soft_continues():
     assert torch.allclose(mc[:, 0], (r * disc).sum(1) + 0.9**9 * v[:, 9], atol=1e-5)
 
 
-@pytest.mark.parametrize("terminate_mid", [False, True])
-def test_equals_torchrl_td_lambda_estimator(terminate_mid):
+@pytest.mark.parametrize(
+    ("terminate_mid", "truncate_mid"), [(False, False), (True, False), (True, True)]
+)
+def test_equals_torchrl_td_lambda_estimator(terminate_mid, truncate_mid):
     g = torch.Generator().manual_seed(0)
     b, H, d = 4, 12, 5
     obs = torch.randn(b, H + 1, d, generator=g)  # s_0 .. s_H
@@ -49,6 +51,8 @@ def test_equals_torchrl_td_lambda_estimator(terminate_mid):
     value_net = torch.nn.Linear(d, 1)
     done = terminated.clone()
     done[:, -1] = True  # the rollout ends at the horizon (truncation unless terminated)
+    if truncate_mid:  # a collector reset mid-rollout without termination
+        done[0, 7] = done[2, 4] = True
     td = TensorDict(
         {
             "observation": obs[:, :-1],
@@ -71,5 +75,8 @@ def test_equals_torchrl_td_lambda_estimator(terminate_mid):
     with torch.no_grad():
         est(td)
         values = value_net(obs)[..., 0]  # [b, H + 1]
-    ours = td_lambda_returns(reward, 1.0 - terminated.float(), values)
+    ours = td_lambda_returns(reward, 1.0 - terminated.float(), values, dones=done)
     assert torch.allclose(ours, td["value_target"][..., 0], atol=1e-5)
+    if not truncate_mid:  # without truncations the done flags change nothing
+        plain = td_lambda_returns(reward, 1.0 - terminated.float(), values)
+        assert torch.allclose(plain, ours, atol=1e-6)
