@@ -18,7 +18,8 @@ Run folders :func:`load_policy` accepts (safetensors + JSON only):
 | phase 3 (``imagine``) | ``model.safetensors`` (keys ``heads.*`` or bare) or ``heads.safetensors`` | ``config["world_model"]`` (a path) or the ``parent`` run |
 
 The heads config is ``config["heads"]`` or ``config["model"]["heads"]``; the acting MTP distance is
-``config["model"]["mtp_distance"]`` / ``config["train"]["mtp_distance"]`` (default 0).
+``config["model"]["mtp_distance"]`` / ``config["act_distance"]`` (default 0); the task the agent
+tokens are conditioned on defaults to ``config["task"]``.
 
 Example:
     >>> policy = load_policy("runs/bc", task="farm")        # doctest: +SKIP
@@ -337,7 +338,7 @@ def world_model_dir(run_dir: str | os.PathLike) -> Path:
 def load_policy(
     run_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
-    task: int | str = 0,
+    task: int | str | None = None,
     mtp_distance: int | None = None,
     deterministic: bool = False,
     seed: int = 0,
@@ -348,8 +349,10 @@ def load_policy(
     Args:
         run_dir: the agent run folder.
         device: where to run it.
-        task: task id or name the agent tokens are conditioned on.
-        mtp_distance: policy output layer to act with (default: the run's, else 0).
+        task: task id or name the agent tokens are conditioned on (default: the run's ``task``,
+            else 0 = farm).
+        mtp_distance: policy output layer to act with (default: the run's ``model.mtp_distance``
+            or ``act_distance``, else 0).
         deterministic: act with the mode.
         seed: seed of action sampling and context noise.
         world_model: also load the world model so the policy acts from frames.
@@ -361,11 +364,12 @@ def load_policy(
     cfg = load_run_config(run_dir)
     heads = load_heads(run_dir, device)
     if mtp_distance is None:
+        model_cfg, train_cfg = cfg.get("model") or {}, cfg.get("train") or {}
         mtp_distance = int(
-            (cfg.get("model") or {}).get(
-                "mtp_distance", (cfg.get("train") or {}).get("mtp_distance", 0)
-            )
+            model_cfg.get("mtp_distance", cfg.get("act_distance", train_cfg.get("mtp_distance", 0)))
         )
+    if task is None:
+        task = cfg.get("task") if cfg.get("task") in TASK_INDEX else int(cfg.get("task_id", 0))
     if isinstance(task, str) and task not in TASK_INDEX:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_INDEX)}")
     task_id = TASK_INDEX[task] if isinstance(task, str) else int(task)

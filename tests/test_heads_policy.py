@@ -135,3 +135,21 @@ def test_act_in_envs_dream_features_and_real_frames(bc_run, tmp_path):
         a = pol32.act(lane)
         assert a.shape == (9,) and lane.action_space.contains(a)
         lane.step(a)
+
+
+def test_load_policy_reads_task_and_acting_distance_from_the_run(bc_run, tmp_path):
+    import shutil
+
+    from lol_dreamer.io import atomic_write_json, read_json
+
+    run = tmp_path / "bc_push"
+    shutil.copytree(bc_run, run)
+    cfg = read_json(run / "config.json")
+    cfg.update(task="push", task_id=2, act_distance=1)
+    atomic_write_json(run / "config.json", cfg)
+    pol = load_policy(run)
+    assert pol.mtp_distance == 1 and pol.features.task == 2
+    pol = load_policy(run, task="fight", mtp_distance=0)
+    assert pol.mtp_distance == 0 and pol.features.task == 1
+    with pytest.raises(ValueError, match="unknown task"):
+        load_policy(run, task="jungle")
