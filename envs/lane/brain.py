@@ -26,6 +26,7 @@ from .game import (
     FPS,
     LANE_U,
     MANA_COST,
+    MINION_RADIUS,
     Q_RANGE,
     R_RADIUS,
     TOWER_POS,
@@ -67,6 +68,35 @@ class _Plan:
 
 def _dist(a: Champion, x: float, y: float) -> float:
     return math.hypot(a.x - x, a.y - y)
+
+
+def _nearest(snap: Snapshot, side: int) -> tuple[int, float]:
+    """The unit a stand would attack, by the game's rule: (-1 champion | -2 tower | minion row, gap)."""
+    me, foe = snap.champs[side], snap.champs[1 - side]
+    best, target = math.inf, -3
+    if foe.alive:
+        best, target = _dist(me, foe.x, foe.y) - CHAMP_RADIUS, -1
+    t = 1 - side
+    if snap.tower_hp[t] > 0:
+        gap = _dist(me, *TOWER_POS[t]) - TOWER_RADIUS
+        if gap < best:
+            best, target = gap, -2
+    enemy = np.flatnonzero(snap.m_team != side)
+    if enemy.size:
+        gaps = np.hypot(snap.m_x[enemy] - me.x, snap.m_y[enemy] - me.y) - MINION_RADIUS
+        k = int(np.argmin(gaps))
+        if gaps[k] < best:
+            best, target = float(gaps[k]), int(enemy[k])
+    return target, best
+
+
+def _attack(p: _Plan, snap: Snapshot, side: int, target: int, x: float, y: float) -> None:
+    """Stand (attack) when ``target`` is the nearest enemy and in range, else walk toward it."""
+    nearest, gap = _nearest(snap, side)
+    if nearest == target and gap <= CHAMP_RANGE - 0.5:
+        p.a[0] = STAND
+    else:
+        p.toward(x, y, stop=0.0)
 
 
 def _tower_unsafe(snap: Snapshot, side: int, x: float, y: float, strict: bool = False) -> bool:
@@ -157,12 +187,16 @@ def _farm(p: _Plan, snap: Snapshot, side: int) -> None:
     hp = snap.m_hp[i]
     qdmg = 70.0 + 25.0 * (me.level - 1)
     if hp <= me.ad * 1.05 and not _tower_unsafe(snap, side, snap.m_x[i], snap.m_y[i]):
-        if di <= CHAMP_RANGE:
-            return  # stand: the lowest-HP minion in range is attacked
-        if hp <= qdmg and di < Q_RANGE - 4.0 and me.mana > 120.0 and p.key("Q"):
+        if (
+            di > CHAMP_RANGE
+            and hp <= qdmg
+            and di < Q_RANGE - 4.0
+            and me.mana > 120.0
+            and p.key("Q")
+        ):
             p.toward(snap.m_x[i], snap.m_y[i], stop=0.0)
             return
-        p.toward(snap.m_x[i], snap.m_y[i], stop=0.0)
+        _attack(p, snap, side, int(i), snap.m_x[i], snap.m_y[i])
         return
     # Wait just outside attack range of the nearest enemy minion.
     dn = float(d.min())
@@ -182,34 +216,29 @@ def _push(p: _Plan, snap: Snapshot, side: int) -> None:
     ):
         _fight(p, snap, side)
         return
-    enemy = np.flatnonzero(snap.m_team != side)
-    d = np.hypot(snap.m_x[enemy] - me.x, snap.m_y[enemy] - me.y)
-    close = d < 40.0
     t = 1 - side
     tx, ty = TOWER_POS[t]
-    if close.any():
-        j = enemy[np.argmin(d)]
+    if snap.tower_hp[t] > 0 and not _tower_unsafe(snap, side, tx, ty) and _dist(me, tx, ty) < 45.0:
+        _attack(p, snap, side, -2, tx, ty)  # allied minions tank: hit the tower
+        return
+    enemy = np.flatnonzero(snap.m_team != side)
+    d = np.hypot(snap.m_x[enemy] - me.x, snap.m_y[enemy] - me.y)
+    if enemy.size and d.min() < 40.0:
+        j = int(enemy[np.argmin(d)])
         jx, jy = snap.m_x[j], snap.m_y[j]
         if _tower_unsafe(snap, side, jx, jy):
-            p.toward(*_fallback_point(side))
+            _hold_back(p, snap, side)
             return
         if np.sum(d < R_RADIUS) >= 3:
             p.key("R")
-        if float(d.min()) > CHAMP_RANGE - 1.0:
+        if float(d.min()) < Q_RANGE - 6.0 and me.mana > 100.0 and p.key("Q"):
             p.toward(jx, jy, stop=0.0)
-            if float(d.min()) < Q_RANGE - 6.0:
-                p.key("Q")
+            return
+        _attack(p, snap, side, j, jx, jy)
         return
     if snap.tower_hp[t] > 0:
-        if not _tower_unsafe(snap, side, tx, ty):
-            if _dist(me, tx, ty) > CHAMP_RANGE + TOWER_RADIUS - 1.0:
-                p.toward(tx, ty, stop=0.0)
-            return
-        allies = np.flatnonzero(snap.m_team == side)
-        if allies.size:
-            k = allies[np.argmin(np.hypot(snap.m_x[allies] - tx, snap.m_y[allies] - ty))]
-            p.toward(snap.m_x[k], snap.m_y[k], stop=4.0)
-            return
+        _hold_back(p, snap, side)
+        return
     p.toward(*_fallback_point(side), stop=2.0)
 
 
@@ -252,7 +281,9 @@ def _fight(p: _Plan, snap: Snapshot, side: int) -> None:
         if d <= CHAMP_RANGE + 2.0:
             if me.cd[0] == 0 and p.key("Q"):
                 p.toward(foe.x, foe.y, stop=0.0)
-            return  # stand: auto-attack the champion
+                return
+            _attack(p, snap, side, -1, foe.x, foe.y)
+            return
         p.toward(foe.x, foe.y, stop=0.0)
         if d < Q_RANGE - 8.0:
             p.key("Q")

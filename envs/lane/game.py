@@ -372,26 +372,33 @@ class Game:
         c.mana -= MANA_COST[k]
 
     def _auto_attack(self, c: Champion) -> None:
-        """Stand = attack: the enemy champion if in range, else the lowest-HP minion, else the tower."""
+        """Stand = attack the nearest enemy unit in range (edge distance; ties go to the champion)."""
+        best, target = CHAMP_RANGE, -3  # -1 champion, -2 tower, >= 0 minion index
         foe = self.champs[1 - c.team]
-        if foe.alive and math.hypot(foe.x - c.x, foe.y - c.y) <= CHAMP_RANGE + CHAMP_RADIUS:
-            self.hurt_champ(foe, c.ad, c)
-            c.atk_cd = CHAMP_ATK_PERIOD
-            return
-        cand = self.m_alive & (self.m_team != c.team)
-        if cand.any():
-            cand &= np.hypot(self.m_x - c.x, self.m_y - c.y) <= CHAMP_RANGE + MINION_RADIUS
-            if cand.any():
-                idx = np.flatnonzero(cand)
-                i = int(idx[np.argmin(self.m_hp[idx])])
-                self._hit_minion(i, c.ad, c)
-                c.atk_cd = CHAMP_ATK_PERIOD
-                return
+        if foe.alive:
+            gap = math.hypot(foe.x - c.x, foe.y - c.y) - CHAMP_RADIUS
+            if gap <= best:
+                best, target = gap, -1
         t = 1 - c.team
-        tx, ty = TOWER_POS[t]
-        if self.tower_hp[t] > 0 and math.hypot(tx - c.x, ty - c.y) <= CHAMP_RANGE + TOWER_RADIUS:
+        if self.tower_hp[t] > 0:
+            gap = math.hypot(TOWER_POS[t][0] - c.x, TOWER_POS[t][1] - c.y) - TOWER_RADIUS
+            if gap < best:
+                best, target = gap, -2
+        cand = np.flatnonzero(self.m_alive & (self.m_team != c.team))
+        if cand.size:
+            gaps = np.hypot(self.m_x[cand] - c.x, self.m_y[cand] - c.y) - MINION_RADIUS
+            k = int(np.argmin(gaps))
+            if gaps[k] < best:
+                target = int(cand[k])
+        if target == -3:
+            return
+        c.atk_cd = CHAMP_ATK_PERIOD
+        if target == -1:
+            self.hurt_champ(foe, c.ad, c)
+        elif target == -2:
             self._hurt_tower(t, c.ad, c)
-            c.atk_cd = CHAMP_ATK_PERIOD
+        else:
+            self._hit_minion(target, c.ad, c)
 
     def _step_projectiles(self) -> None:
         keep = []
