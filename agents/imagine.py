@@ -1,0 +1,332 @@
+"""Phase 3: imagination training with PMPO on a frozen world model (SPEC §7, DreamerV4 §3.4).
+
+``lol-dreamer train imagine --agent BC --data DIR --out PMPO``:
+
+1. loads the phase-2 agent folder ``BC`` (dynamics with agent tokens + policy / reward / continue
+   heads); the transformer and the reward and continue heads are frozen (no gradients, eval mode,
+   not in the optimiser);
+2. takes the behavioural prior as a frozen copy of the *trained* phase-2 policy head, used at the
+   MTP distance the policy acts with (``act_distance`` of ``BC``), initialises the trained policy
+   from the same head and adds a new two-hot value head with a zero output layer;
+3. every optimiser step imagines one rollout of ``H`` steps per dataset context through the
+   natively batched dream env and a TorchRL ``Collector`` (:mod:`lol_dreamer.agents.imagine_env`),
+   computes TD(λ) returns from the predicted rewards and continues and the value head, and
+   optimises the PMPO loss (:class:`~lol_dreamer.agents.pmpo.PMPOLoss`) on the policy and value
+   heads only, on the shared training loop;
+4. writes ``PMPO`` as a complete agent world model (config kind ``"imagine"``, ``parent`` = ``BC``,
+   the full model in ``model.safetensors``, ``BC``'s tokenizer and start clips) with one metrics row
+   per step carrying ``loss``, ``loss_policy``, ``loss_kl``, ``loss_value`` and ``imagined_return``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lol_dreamer.agents.actor import ImagineActor
+from lol_dreamer.agents.imagine_env import (
+    DatasetContexts,
+    ImaginationEnv,
+    ImaginationRollouts,
+    StartClipContexts,
+)
+from lol_dreamer.agents.pmpo import PMPOLoss
+from lol_dreamer.agents.returns import GAMMA, LAMBDA
+from lol_dreamer.models.agent_model import AgentWorldModel
+from lol_dreamer.training.config import LossOutput, TrainConfig, TrainResult
+from lol_dreamer.training.trainer import Trainer, resolve_device
+
+LOSS_TERMS = ("loss_policy", "loss_kl", "loss_value")
+
+
+@dataclass
+class ImagineConfig:
+    """Phase-3 settings (saved as ``config.json["imagine"]``).
+
+    Attributes:
+        horizon: imagined steps per rollout H.
+        batch: rollouts (dataset contexts) per optimiser step N.
+        context: frames per context (None = the world model's start-clip length).
+        mtp_distance: policy output layer that acts (None = the phase-2 run's acting distance).
+        alpha, beta: PMPO weights of D+ and of the KL to the prior.
+        gamma, lmbda: TD(λ) discount and λ.
+        task: task name the agent tokens are conditioned on (None = the phase-2 run's).
+        steps_per_frame: denoising steps K per imagined frame (None = the world model's).
+    """
+
+    horizon: int = 32
+    batch: int = 16
+    context: int | None = None
+    mtp_distance: int | None = None
+    alpha: float = 0.5
+    beta: float = 0.3
+    gamma: float = GAMMA
+    lmbda: float = LAMBDA
+    task: str | None = None
+    steps_per_frame: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FrozenWorldModel(AgentWorldModel):
+    """An :class:`AgentWorldModel` whose transformer and reward / continue heads stay in eval mode.
+
+    Built around already loaded modules (:meth:`wrap`); the state dict keeps the ``dynamics.*`` /
+    ``heads.*`` layout, so the phase-3 folder loads like any agent world model.
+    """
+
+    @classmethod
+    def wrap(cls, dynamics: nn.Module, heads: nn.Module) -> FrozenWorldModel:
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.dynamics, model.heads = dynamics, heads
+        return model
+
+    def train(self, mode: bool = True) -> FrozenWorldModel:
+        super().train(mode)
+        for frozen in (self.dynamics, self.heads.reward, self.heads.cont):
+            frozen.eval()
+        return self
+
+
+class ImagineObjective:
+    """``objective(model, rollouts, step) -> LossOutput`` for the shared loop: the PMPO loss.
+
+    ``terms`` are the three ``loss_*`` entries of :class:`PMPOLoss` (summed into ``loss``);
+    ``metrics`` hold ``imagined_return`` (the mean predicted reward summed over the H imagined steps
+    of a rollout), the mean λ-return, value, advantage, raw KL, |D+|/N and the policy entropy.
+    """
+
+    def __init__(self, loss: PMPOLoss) -> None:
+        self.loss = loss
+
+    def __call__(self, model: nn.Module, batch: Any, step: int) -> LossOutput:
+        out = self.loss(batch)
+        total = out["loss_policy"] + out["loss_kl"] + out["loss_value"]
+        reward = batch.get(("next", "reward")).float()
+        imagined = reward.reshape(reward.shape[0], -1).sum(1).mean()
+        metrics = {
+            "imagined_return": imagined,
+            "lambda_return": out["return"],
+            "value": out["value"],
+            "advantage": out["advantage"],
+            "kl": out["kl"],
+            "frac_pos": out["frac_pos"],
+            "entropy": out["entropy"],
+        }
+        return LossOutput(total, {k: out[k] for k in LOSS_TERMS}, metrics)
+
+
+class ImagineTrainer(Trainer):
+    """The shared loop with phase-3 metric names: ``loss_policy``, ``loss_kl``, ``loss_value`` and
+    ``imagined_return`` as top-level keys of each ``metrics.jsonl`` row."""
+
+    def _train_step(self, step: int) -> dict[str, Any]:
+        row = super()._train_step(step)
+        for k in LOSS_TERMS:
+            row[k] = row.pop(f"loss/{k}")
+        row["imagined_return"] = row.pop("metric/imagined_return")
+        return row
+
+
+@dataclass
+class Imagination:
+    """Everything a phase-3 run is made of (see :func:`build_imagination`)."""
+
+    model: FrozenWorldModel
+    world_model: Any
+    loss: PMPOLoss
+    objective: ImagineObjective
+    actor: ImagineActor
+    env: ImaginationEnv
+    rollouts: ImaginationRollouts
+    config: ImagineConfig
+    task: str
+    agent_config: dict[str, Any]
+
+    @property
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.loss.trainable_parameters()
+
+
+def _agent_task(cfg: dict[str, Any], task: str | None) -> tuple[str, int]:
+    from lol_dreamer.actions import TASK_INDEX, TASKS
+
+    name = task or cfg.get("task") or TASKS[int(cfg.get("task_id", 0))]
+    if name not in TASK_INDEX:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return name, TASK_INDEX[name]
+
+
+def acting_distance(cfg: dict[str, Any]) -> int:
+    """The MTP distance a phase-2/3 run acts with (``model.mtp_distance``, ``act_distance``, else 0)."""
+    model = cfg.get("model") or {}
+    return int(model.get("mtp_distance", cfg.get("act_distance", 0)))
+
+
+def build_imagination(
+    agent: str | Path,
+    cfg: ImagineConfig,
+    data: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Imagination:
+    """Load a phase-2 agent folder and assemble the phase-3 learner around it.
+
+    Args:
+        agent: the phase-2 run folder (``lol-dreamer train agent``), a complete agent world model.
+        cfg: phase-3 settings.
+        data: a dataset tokenized with the agent's tokenizer (contexts); None = its start clips.
+        device: where to run.
+        seed: seed of the value-head initialisation, the contexts, the dream noise and the actions.
+    Returns:
+        An :class:`Imagination` whose ``rollouts.sample(step)`` and ``objective`` plug into the
+        shared loop with ``params=trainable_parameters``.
+    """
+    from lol_dreamer.checkpoint import load_run_config
+    from lol_dreamer.world_model import load_world_model
+
+    agent = Path(agent)
+    agent_cfg = load_run_config(agent)
+    if agent_cfg.get("kind") not in ("agent", "imagine"):
+        raise ValueError(
+            f"{agent} is a {agent_cfg.get('kind')!r} run; --agent must be a phase-2 folder written "
+            "by `lol-dreamer train agent`"
+        )
+    task, task_id = _agent_task(agent_cfg, cfg.task)
+    wm = load_world_model(agent, device=device)
+    if not wm.has_heads or int(getattr(wm.dynamics.cfg, "n_agent", 0)) < 1:
+        raise ValueError(
+            f"{agent} has no agent tokens and heads; train them with `lol-dreamer train agent`"
+        )
+    n = acting_distance(agent_cfg) if cfg.mtp_distance is None else int(cfg.mtp_distance)
+    heads = wm.heads
+    torch.manual_seed(seed)
+    heads.add_value_head()
+    heads.to(wm.device)
+    model = FrozenWorldModel.wrap(wm.dynamics, heads)
+    # The prior is a frozen copy of the trained phase-2 head, taken before any phase-3 update.
+    loss = PMPOLoss(
+        heads, mtp_distance=n, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, lmbda=cfg.lmbda
+    )
+    model.requires_grad_(False)
+    for p in loss.trainable_parameters():
+        p.requires_grad_(True)
+    model.train()
+
+    length = int(cfg.context or wm.starts.context)
+    if data is not None:
+        from lol_dreamer.data import open_dataset
+        from lol_dreamer.world_model_training import check_latents
+
+        dataset = open_dataset(data)
+        check_latents(dataset, agent / "tokenizer", wm.n_z, wm.d_z)
+        contexts: Any = DatasetContexts(dataset, cfg.batch, length, seed=seed)
+    else:
+        contexts = StartClipContexts(wm, cfg.batch, length, seed=seed)
+    actor = ImagineActor(heads, mtp_distance=n, seed=seed)
+    heads.train()
+    model.train()
+    env = ImaginationEnv(wm, contexts, task_id, seed=seed, steps_per_frame=cfg.steps_per_frame)
+    rollouts = ImaginationRollouts(env, actor, cfg.horizon, seed=seed)
+    return Imagination(
+        model=model, world_model=wm, loss=loss, objective=ImagineObjective(loss), actor=actor,
+        env=env, rollouts=rollouts, config=cfg, task=task, agent_config=agent_cfg,
+    )  # fmt: skip
+
+
+def run_config(im: Imagination, agent: Path, data: str | Path | None) -> dict[str, Any]:
+    """``config.json`` of a phase-3 run: an agent world model of kind ``"imagine"``."""
+    model_cfg = {**im.model.config, "mtp_distance": im.actor.mtp_distance}
+    a = im.agent_config
+    return {
+        "kind": "imagine",
+        "model": model_cfg,
+        "heads": model_cfg["heads"],
+        "parent": str(agent.resolve()),
+        "task": im.task,
+        "task_id": im.env.task,
+        "mtp": int(model_cfg["heads"]["mtp"]),
+        "act_distance": im.actor.mtp_distance,
+        "prior": {"run": str(agent.resolve()), "head": "policy", "mtp_distance": im.actor.mtp_distance},
+        "imagine": {**im.config.to_dict(), "context": im.env.contexts.length},
+        "data": {"path": str(Path(data).resolve()) if data is not None else None,
+                 "contexts": "dataset windows" if data is not None else "start clips"},
+        "world_model": dict(a.get("world_model") or {}),
+    }  # fmt: skip
+
+
+def train_imagine(
+    agent: str | Path,
+    out: str | Path,
+    cfg: ImagineConfig,
+    train_cfg: TrainConfig,
+    data: str | Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Run phase 3 and write the run folder ``out`` (see the module docstring).
+
+    Args:
+        agent: phase-2 agent folder.
+        out: the phase-3 run folder to write.
+        cfg: phase-3 settings.
+        train_cfg: optimiser settings of the shared loop (``steps`` counts optimiser steps).
+        data: tokenized dataset for the contexts (None = the agent's stored start clips).
+        resume: continue ``out`` from its ``state/``.
+    Returns:
+        The shared loop's :class:`TrainResult`.
+    """
+    from lol_dreamer.training.state import has_state
+    from lol_dreamer.world_model_export import copy_world_model_assets
+
+    agent, out = Path(agent), Path(out)
+    if out.resolve() == agent.resolve():
+        raise ValueError(
+            "--out must differ from --agent (the phase-2 run is read, never overwritten)"
+        )
+    if not resume and has_state(out):
+        raise ValueError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    device = resolve_device(train_cfg.device)
+    im = build_imagination(agent, cfg, data=data, device=device, seed=train_cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    copy_world_model_assets(agent, out)
+    try:
+        trainer = ImagineTrainer(
+            im.model, im.objective, im.rollouts, train_cfg, out,
+            params=im.trainable_parameters, run_config=run_config(im, agent, data), resume=resume,
+        )  # fmt: skip
+        return trainer.fit()
+    finally:
+        im.rollouts.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``lol-dreamer train imagine`` (flags: :mod:`lol_dreamer.commands.train_imagine`)."""
+    cfg = ImagineConfig(
+        horizon=args.horizon, batch=args.batch, context=args.context, mtp_distance=args.mtp_distance,
+        alpha=args.alpha, beta=args.beta, gamma=args.gamma, lmbda=args.lmbda, task=args.task,
+        steps_per_frame=args.k,
+    )  # fmt: skip
+    train_cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, save_every=args.save_every,
+        log_every=args.log_every, amp={"auto": "auto", "fp32": "off", "bf16": "bf16"}[args.precision],
+        seed=args.seed, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    result = train_imagine(args.agent, args.out, cfg, train_cfg, data=args.data, resume=args.resume)
+    if not args.quiet:
+        print(
+            f"Imagination-trained agent: {args.out} (kind 'imagine', parent {args.agent}, step "
+            f"{result.step}). It is a complete agent world model: load the policy with "
+            f"lol_dreamer.policy.load_policy({str(args.out)!r}) or evaluate it in LaneSim with "
+            f"`lol-dreamer eval agent`."
+        )
+    return 0

@@ -1,0 +1,93 @@
+"""``lol-dreamer train imagine``: phase 3, PMPO in imagination on a frozen world model (SPEC §7)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lol_dreamer.commands import lazy
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "imagine",
+        help="phase 3: train the policy and a value head in imagination (PMPO, frozen prior)",
+        description=(
+            "Freeze a phase-2 agent world model's transformer and reward/continue heads, imagine one "
+            "rollout of --horizon steps per dataset context through the batched dream env and a "
+            "TorchRL collector, and train the policy head (initialised from phase 2) and a new value "
+            "head with PMPO, TD(λ) returns and a reverse KL to the frozen phase-2 policy. The output "
+            "folder is a complete agent world model (config kind 'imagine', parent = --agent)."
+        ),
+    )
+    a = p.add_argument
+    a("--agent", required=True, help="phase-2 agent folder from `train agent`")
+    a(
+        "--data",
+        default=None,
+        help="dataset tokenized with the agent's tokenizer (default: its stored start clips)",
+    )
+    a("--out", required=True, help="phase-3 run folder to write")
+    a("--steps", type=int, default=1000, help="optimiser steps (default %(default)s)")
+    a("--horizon", type=int, default=32, help="imagined steps per rollout H (default %(default)s)")
+    a(
+        "--batch",
+        type=int,
+        default=16,
+        help="rollouts (dataset contexts) per step (default %(default)s)",
+    )
+    a(
+        "--context",
+        type=int,
+        default=None,
+        help="context frames per rollout (default: the start clips' length)",
+    )
+    a("--task", default=None, help="farm, fight or push (default: the agent's task)")
+    a(
+        "--mtp-distance",
+        type=int,
+        default=None,
+        help="policy output layer that acts (default: the agent's)",
+    )
+    a(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="PMPO weight of positive-advantage states (default %(default)s)",
+    )
+    a(
+        "--beta",
+        type=float,
+        default=0.3,
+        help="weight of the KL to the behavioural prior (default %(default)s)",
+    )
+    a("--gamma", type=float, default=0.997, help="discount (default %(default)s)")
+    a("--lmbda", type=float, default=0.95, help="TD(λ) λ (default %(default)s)")
+    a(
+        "--k",
+        type=int,
+        default=None,
+        help="denoising steps per imagined frame (default: the world model's)",
+    )
+    a("--lr", type=float, default=1e-4, help="peak learning rate (default %(default)s)")
+    a("--warmup", type=int, default=None, help="warmup steps (default min(1000, 5%% of --steps))")
+    a("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default %(default)s)")
+    a("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default %(default)s)")
+    a("--save-every", type=int, default=100, help="checkpoint every N steps (default %(default)s)")
+    a(
+        "--log-every",
+        type=int,
+        default=10,
+        help="progress-bar refresh every N steps (default %(default)s)",
+    )
+    a("--resume", action="store_true", help="continue the run in --out from its state/")
+    a("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
+    a(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="autocast precision (default %(default)s)",
+    )
+    a("--quiet", action="store_true", help="no progress bar or summary")
+    a("--debug", action="store_true", help="show full tracebacks")
+    p.set_defaults(func=lazy("lol_dreamer.agents.imagine:run"))
