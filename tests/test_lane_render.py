@@ -144,3 +144,20 @@ def test_renderer_rejects_bad_arguments():
         Renderer(128, camera="orbit")
     with pytest.raises(ValueError, match="res"):
         Renderer(16)
+
+
+def test_destroyed_tower_turns_to_rubble_and_reset_restores_it():
+    from lol_dreamer.envs.lane.game import TOWER_POS
+
+    env = LaneEnv(res=128)
+    first, _ = env.reset(seed=0)
+    g = env.game
+    g.m_alive[:] = False
+    g.champs[1].dead_t = 10**6
+    g.enemy_brain = None
+    g.tower_hp[1] = 0.0
+    frame = env.step(noop_action())[0]
+    cx, cy = env.renderer.to_pixel(*TOWER_POS[1], (0, 0))
+    np.testing.assert_array_equal(frame[cy, cx], C["rubble"])
+    again, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(again, first)

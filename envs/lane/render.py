@@ -154,7 +154,9 @@ class Renderer:
         self.bar_minion = max(2, round(4 * k))
         self.pad = res
         self._minion_setup()
-        self.background = self._background(zoom)
+        self._bg_plain = self._background(zoom)
+        self.background = self._bg_plain.copy()
+        self._tower_up: list[bool | None] = [None, None]
         self._hud_setup(s)
 
     # ------------------------------------------------------------------ static layers
@@ -281,6 +283,7 @@ class Renderer:
         frame = np.empty((self.res, self.res, 3), np.uint8)
         world = frame[: self.world_h]
         off = self.offset(game)
+        self._sync_towers(game)
         if self.camera == "fixed":
             world[:] = self.background
         else:
@@ -292,7 +295,7 @@ class Renderer:
         for c in (red, blue):
             if c.alive and c.r_fx:
                 _stamp(world, *self.to_pixel(c.x, c.y, off), self.m_r, C[f"r{c.team}"])
-        self._towers(world, game, off)
+        self._tower_bars(world, game, off)
         self._minions(world, game, off)
         if red.alive:
             self._champion(world, red, off, C["enemy"], C["hp_enemy"])
@@ -303,21 +306,37 @@ class Renderer:
         self._hud(frame[self.world_h :], blue)
         return frame
 
-    def _towers(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
-        h, c, bw = self.tower // 2, self.core // 2, self.bar_champ
+    def _sync_towers(self, game: Game) -> None:
+        """Keep the towers (standing or rubble) painted into the background; redraw on change."""
+        off = (0, 0) if self.camera == "fixed" else (-self.pad, -self.pad)
+        h, c, bw, bh = self.tower // 2, self.core // 2, self.bar_champ, self.bar_h
         for t in range(2):
-            cx, cy = self.to_pixel(*TOWER_POS[t], off)
-            hp = game.tower_hp[t]
-            if hp <= 0:
-                _fill(img, cx - h, cy - h // 2, cx + h, cy + h, C["rubble"])
+            up = game.tower_hp[t] > 0
+            if self._tower_up[t] == up:
                 continue
-            _fill(img, cx - h, cy - h, cx + h, cy + h, C[f"tower{t}"])
-            _fill(img, cx - c, cy - c, cx + c, cy + c, C[f"core{t}"])
-            y0 = cy - h - 1 - self.bar_h
-            _fill(img, cx - bw // 2, y0, cx + bw // 2, y0 + self.bar_h, C["bar_bg"])
-            fill = round(bw * hp / TOWER_MAX_HP)
+            self._tower_up[t] = up
+            cx, cy = self.to_pixel(*TOWER_POS[t], off)
+            y0, x0 = cy - h - 1 - bh, cx - max(h, bw // 2)
+            y1, x1 = cy + h, cx + max(h, bw // 2)
+            self.background[y0:y1, x0:x1] = self._bg_plain[y0:y1, x0:x1]
+            if not up:
+                _fill(self.background, cx - h, cy - h // 2, cx + h, cy + h, C["rubble"])
+                continue
+            _fill(self.background, cx - h, cy - h, cx + h, cy + h, C[f"tower{t}"])
+            _fill(self.background, cx - c, cy - c, cx + c, cy + c, C[f"core{t}"])
             col = C["hp_ally"] if t == 0 else C["hp_enemy"]
-            _fill(img, cx - bw // 2, y0, cx - bw // 2 + fill, y0 + self.bar_h, col)
+            _fill(self.background, cx - bw // 2, y0, cx + bw // 2, y0 + bh, col)
+
+    def _tower_bars(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
+        """Blank the lost part of each standing tower's HP bar (the full bar is in the background)."""
+        h, bw, bh = self.tower // 2, self.bar_champ, self.bar_h
+        for t in range(2):
+            hp = game.tower_hp[t]
+            if hp <= 0 or hp >= TOWER_MAX_HP:
+                continue
+            cx, cy = self.to_pixel(*TOWER_POS[t], off)
+            y0, x0 = cy - h - 1 - bh, cx - bw // 2
+            _fill(img, x0 + round(bw * hp / TOWER_MAX_HP), y0, cx + bw // 2, y0 + bh, C["bar_bg"])
 
     def _minions(self, img: np.ndarray, game: Game, off: tuple[int, int]) -> None:
         """All minions in one scatter: body (melee square, smaller ranged square) plus HP bar.
