@@ -205,3 +205,14 @@ def test_tiny_tokenizer_overfits_a_few_frames():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0], (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("window", [0, 1, 3])
+def test_structured_attention_equals_dense_masked_attention(window):
+    tok = make_tok(depth=2, window=window)
+    x = torch.rand(2, 5, 3, RES, RES)
+    z = tok.encode(x)
+    y = tok.decode(z, clamp=False)
+    tok.dense_attention = True
+    torch.testing.assert_close(tok.encode(x), z, rtol=0, atol=1e-5)
+    torch.testing.assert_close(tok.decode(z, clamp=False), y, rtol=0, atol=1e-5)
