@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,39 @@ def test_lost_champion_ends_coherence_and_rewards_are_scored(tmp_path):
     assert "coherent horizon" in text and "reward MAE" in text
     png = plot_report(rep, tmp_path / "wm.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_world_model_command_writes_every_measure(tmp_path, capsys):
+    from wm_train_fixture import make_dataset, make_tokenizer_run
+
+    from lol_dreamer.cli import main
+
+    tok = make_tokenizer_run(tmp_path / "tok")
+    data = make_dataset(tmp_path / "data", tok, n_episodes=3, length=20)
+    wm, bc = tmp_path / "wm", tmp_path / "bc"
+    common = ["--steps", "1", "--batch-size", "2", "--eval-batches", "1", "--quiet"]
+    assert main(["train", "dynamics", "--data", str(data), "--tokenizer", str(tok), "--out", str(wm),
+                 "--preset", "test", "--n-starts", "2", "--clip-frames", "12", *common]) == 0  # fmt: skip
+    assert main(["train", "agent", "--world-model", str(wm), "--data", str(data), "--out", str(bc),
+                 "--heads-preset", "test", "--mtp", "2", *common]) == 0  # fmt: skip
+    out = tmp_path / "report.json"
+    argv = ["eval", "world-model", "--world-model", str(bc), "--data", str(data), "--contexts", "2"]
+    assert main([*argv, "--horizons", "1,4,8", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["horizons"] == [1, 4, 8] and rep["rollout_frames"] == 8
+    assert rep["n_rollouts"] == 2  # one held-out episode, two fixed contexts
+    for key in ("psnr", "ssim", "position_error_px", "champion_lost_rate"):
+        assert set(rep[key]) == {"model", "copy_last", "shuffled", "tokenizer"}
+        assert set(rep[key]["model"]) == {"1", "4", "8"}
+    assert rep["champion_visible_rate"] == 1.0 and rep["threshold_px"] == 1.0
+    assert {"mean", "median", "censored_fraction"} <= set(rep["coherent_horizon"]["model"])
+    assert len(rep["coherent_horizon"]["per_rollout"]) == 2
+    assert set(rep["action_following"]) == {
+        "psnr_drop_db",
+        "position_error_increase_px",
+        "coherent_horizon_drop",
+    }
+    assert set(rep["reward"]["mae"]) == {"1", "4", "8"} and rep["reward"]["mae_all"] >= 0
+    assert rep["setup"]["context_frames"] == 8 and rep["setup"]["dream_fps"] > 0
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "coherent horizon" in capsys.readouterr().out

@@ -37,13 +37,15 @@ def make_tokenizer_run(path: str | Path, res: int = RES, seed: int = 0) -> Path:
 
 
 def episode_arrays(length: int, seed: int, res: int = RES) -> dict[str, np.ndarray]:
-    """A moving square driven by random actions, farm rewards every 5th step, terminal at the end."""
+    """A champion-coloured square driven by random actions, farm rewards every 5th step, terminal at the end."""
+    from lol_dreamer.envs.lane.render import PLAYER_COLOUR
+
     rng = np.random.default_rng(seed)
     actions = np.stack([rng.integers(0, k, length) for k in ACTION_NVEC], -1).astype(np.int64)
     frames = np.full((length, res, res, 3), 30, np.uint8)
     x, y = rng.integers(2, res - 6, 2)
     for t in range(length):
-        frames[t, y : y + 4, x : x + 4] = (255, 0, 0)
+        frames[t, y : y + 4, x : x + 4] = PLAYER_COLOUR
         mv = actions[t, 0]
         if mv < 18:
             a = np.deg2rad(20 * mv)

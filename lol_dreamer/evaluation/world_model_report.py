@@ -51,6 +51,7 @@ def rollout_report(
     horizons: tuple[int, ...] = DEFAULT_HORIZONS,
     pred_rewards: np.ndarray | None = None,
     true_rewards: np.ndarray | None = None,
+    recon: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every SPEC §9 dynamics measure from open-loop rollouts.
 
@@ -63,6 +64,8 @@ def rollout_report(
         horizons: 1-based horizons for the tables.
         pred_rewards, true_rewards: ``[r, h]`` reward-head predictions and the true task rewards
             of the same steps, or None when the world model has no heads.
+        recon: ``uint8 [r, h, H, W, 3]`` the true future frames through the tokenizer (encode →
+            decode), the ceiling any dream can reach; reported as the ``tokenizer`` run.
     Returns:
         A JSON-safe dict: ``psnr``/``ssim`` (model, copy_last, shuffled per horizon),
         ``position_error_px``, ``champion_lost_rate``, ``coherent_horizon`` (mean / median),
@@ -78,6 +81,8 @@ def rollout_report(
     width = true.shape[-2]
     floor = np.broadcast_to(last_context[:, None], true.shape)
     runs = {"model": pred, "copy_last": floor, "shuffled": shuffled}
+    if recon is not None:
+        runs["tokenizer"] = recon
     psnr = {k: _finite_psnr(psnr_per_frame(v, true)) for k, v in runs.items()}
     ssim = {k: ssim_per_frame(v, true) for k, v in runs.items()}
     report: dict[str, Any] = {
@@ -152,7 +157,7 @@ def format_report(report: dict[str, Any]) -> str:
     ):
         if key not in report:
             continue
-        for run in ("model", "copy_last", "shuffled"):
+        for run in report[key]:
             rows.append((f"{label} [{run}]", [_fmt(report[key][run].get(h), digits) for h in hz]))
     if report.get("reward"):
         rows.append(("reward MAE", [_fmt(report["reward"]["mae"].get(h), 4) for h in hz]))
@@ -193,7 +198,14 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     steps = np.arange(1, report["rollout_frames"] + 1)
     for ax, (key, label) in zip(np.atleast_1d(axes), panels):
-        for run, style in (("model", "-"), ("copy_last", "--"), ("shuffled", ":")):
+        for run, style in (
+            ("model", "-"),
+            ("copy_last", "--"),
+            ("shuffled", ":"),
+            ("tokenizer", "-."),
+        ):
+            if run not in curves[key]:
+                continue
             ax.plot(steps, curves[key][run], style, label=run.replace("_", " "))
         if key == "position_error_px":
             ax.axhline(report["threshold_px"], color="grey", lw=0.8, label="coherence threshold")
