@@ -57,7 +57,7 @@ class LaneEnv(gym.Env):
 
     | index | name | values |
     |-------|------|--------|
-    | 0 | movement | 0..17: move toward k·20° (0° = screen right, screen up = +90°); 18: stand and auto-attack (enemy champion in range, else lowest-HP minion in range, else the tower) |
+    | 0 | movement | 0..17: move toward k·20° (0° = screen right, screen up = +90°); 18: stand and auto-attack the nearest enemy unit in range (champion, minion or tower; 11 units, every 0.9 s) |
     | 1 | Q | skillshot in the facing direction (first enemy unit hit; mana 40, 5 s) |
     | 2 | W | shield (mana 50, 12 s) |
     | 3 | E | dash 16 units in the facing direction (mana 40, 9 s) |
@@ -103,7 +103,8 @@ class LaneEnv(gym.Env):
 
     ``rewards``, ``task`` (int id) and ``state``: a flat dict with every name in ``STATE_FIELDS``
     (cooldowns ``cd_*`` as the fraction of the cooldown remaining, ``px``/``py`` the player's centre
-    pixel as column/row, −1 while dead) plus ``cooldowns`` (8 fractions), ``cooldowns_s`` (8 seconds)
+    pixel as column/row — exactly what ``detector.detect_player`` reads — and −1 while the player is
+    dead; ``enemy_px``/``enemy_py`` may lie outside the frame with the follow camera) plus ``cooldowns`` (8 fractions), ``cooldowns_s`` (8 seconds)
     and ``recall_progress`` in [0, 1]. ``LaneEnv.state_vector(info)`` flattens it to
     ``float32 [len(STATE_FIELDS)]``.
 
