@@ -34,7 +34,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from lol_dreamer.actions import ACTION_DIM, N_KEYS, N_MOVE
-from lol_dreamer.models.layers import Block, RMSNorm
+from lol_dreamer.models.layers import Block, RMSNorm, rope_angles
 
 
 @dataclass
@@ -284,7 +284,12 @@ class DynamicsModel(nn.Module):
         mask = torch.ones(s, s, dtype=torch.bool)
         mask[: s - c.n_agent, s - c.n_agent :] = False
         self.register_buffer("space_mask", mask, persistent=False)
-        self.register_buffer("space_pos", torch.arange(s), persistent=False)
+        self.head_dim = d // c.heads
+        space_cos, space_sin = rope_angles(
+            torch.arange(s), self.head_dim
+        )  # s e/2, shared by layers
+        self.register_buffer("space_cos", space_cos, persistent=False)
+        self.register_buffer("space_sin", space_sin, persistent=False)
 
     @property
     def config(self) -> DynamicsConfig:
@@ -371,12 +376,21 @@ class DynamicsModel(nn.Module):
         x = self.embed(z, tau_idx, step_idx, actions, labeled, task)  # b t s d
         s = x.shape[2]
         space_mask = self.space_mask if cfg.n_agent else None
+        space_rope = (self.space_cos, self.space_sin)
+        cos, sin = rope_angles(positions, self.head_dim)  # b t e/2
+        time_rope = (
+            cos.repeat_interleave(s, dim=0),
+            sin.repeat_interleave(s, dim=0),
+        )  # (b s) t e/2
+        time_mask: list[Tensor | None] = []  # built at the first time layer, shared by the others
         for i, blk in enumerate(self.blocks):
             if self.is_time[i]:
-                x = self._time_layer(i, blk, x, positions, cache, independent, window)
+                x = self._time_layer(
+                    i, blk, x, positions, cache, independent, window, time_rope, time_mask
+                )
             else:
                 xs = rearrange(x, "b t s d -> (b t) s d")
-                xs, _ = blk(xs, self.space_pos, space_mask)
+                xs, _ = blk(xs, mask=space_mask, rope=space_rope)
                 x = rearrange(xs, "(b t) s d -> b t s d", b=b)
         h = self.norm(x)
         zo = self.z_out(h[:, :, self.z_slice])  # b t s_z group
@@ -394,31 +408,50 @@ class DynamicsModel(nn.Module):
         cache: TimeCache | None,
         independent: Tensor | None,
         window: int,
+        rope: tuple[Tensor, Tensor],
+        memo: list[Tensor | None],
     ) -> Tensor:
-        """Causal, windowed attention across frames for every token slot separately."""
+        """Causal, windowed attention across frames for every token slot separately.
+
+        Every time layer of a cache holds the same frames, so the mask is built once per forward
+        (``memo``) from the first time layer's view of the cache.
+        """
         b, t, s, _ = x.shape
         xs = rearrange(x, "b t s d -> (b s) t d")
         past = cache.get(i) if cache is not None else None
-        if past is not None:
-            pk, pv, ppos, pvalid = past
-            kpos = torch.cat((ppos, pos), dim=1)  # b m
-            kvalid = torch.cat((pvalid, torch.ones_like(pos, dtype=torch.bool)), dim=1)
-            past_kv = (pk, pv)
-        else:
-            kpos, kvalid, past_kv = pos, None, None
-        mask = None
-        if past is not None or t > 1:
-            q, k = pos[:, :, None], kpos[:, None, :]
-            mask = (k <= q) & (k > q - window)  # b t m
-            if kvalid is not None:
-                mask = mask & kvalid[:, None, :]
-            if independent is not None:
-                mask = mask & ((k == q) | ~independent[:, None, None])
-            mask = mask.repeat_interleave(s, dim=0)[:, None]  # (b s) 1 t m
-        xs, (k_new, v_new) = blk(xs, pos.repeat_interleave(s, dim=0), mask, past_kv)
+        past_kv = (past[0], past[1]) if past is not None else None
+        if not memo:
+            memo.append(self._time_mask(pos, past, independent, window, s))
+        xs, (k_new, v_new) = blk(xs, mask=memo[0], past_kv=past_kv, rope=rope)
         if cache is not None:
             cache.append(i, k_new, v_new, pos)
         return rearrange(xs, "(b s) t d -> b t s d", b=b)
+
+    @staticmethod
+    def _time_mask(
+        pos: Tensor,
+        past: tuple[Tensor, Tensor, Tensor, Tensor] | None,
+        independent: Tensor | None,
+        window: int,
+        s: int,
+    ) -> Tensor | None:
+        """``[(b s), 1, t, m]`` bool: key frame within ``(q − window, q]``, valid, and the frame itself
+        for independent sequences; None when a single frame has nothing to attend to but itself."""
+        t = pos.shape[1]
+        if past is None and t == 1:
+            return None
+        if past is not None:
+            kpos = torch.cat((past[2], pos), dim=1)  # b m
+            kvalid = torch.cat((past[3], torch.ones_like(pos, dtype=torch.bool)), dim=1)
+        else:
+            kpos, kvalid = pos, None
+        q, k = pos[:, :, None], kpos[:, None, :]
+        mask = (k <= q) & (k > q - window)  # b t m
+        if kvalid is not None:
+            mask = mask & kvalid[:, None, :]
+        if independent is not None:
+            mask = mask & ((k == q) | ~independent[:, None, None])
+        return mask.repeat_interleave(s, dim=0)[:, None]
 
 
 def build_dynamics(model: dict[str, Any]) -> DynamicsModel:

@@ -1,0 +1,216 @@
+"""Dynamics generation speed: cached vs uncached, batch scaling, memory over a long rollout, FLOPs.
+
+Random-init models (speed does not depend on the weights). Every timing is steady state: the time
+window is full before the clock starts, so a cached frame attends to ``context - 1`` cached frames and
+an uncached frame recomputes ``context`` frames in each of its K denoising passes.
+
+Threads: batch-1 generation is many small matmuls, where extra OpenMP threads on busy cores cost more
+than they give, so batch 1 always runs on one thread; batched runs use ``--threads`` (default 1).
+
+Examples:
+    python benchmarks/bench_dynamics.py --preset nano --context 32 --json out.json   # the pair only
+    python benchmarks/bench_dynamics.py --preset nano --decode --json full.json       # everything
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lol_dreamer.io import atomic_write_json
+from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel
+from lol_dreamer.sampler import Sampler
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB (Linux ``/proc``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build(preset: str, context: int, n_agent: int = 0) -> DynamicsModel:
+    torch.manual_seed(0)
+    cfg = DynamicsConfig.preset(preset, context=context, n_agent=n_agent)
+    return DynamicsModel(cfg).eval()
+
+
+def _ready(model: DynamicsModel, n: int, use_cache: bool, k: int, dtype: torch.dtype):
+    """A sampler and a state whose time window is already full."""
+    cfg = model.cfg
+    s = Sampler(model, k=k, use_cache=use_cache, dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    ctx = torch.randn(n, cfg.context - 1, cfg.n_z, cfg.d_z, generator=g).tanh()
+    state = s.start(ctx, torch.zeros(n, cfg.context - 1, 9, dtype=torch.long), generator=g)
+    return s, state, g
+
+
+def ms_per_frame(
+    model: DynamicsModel,
+    n: int,
+    use_cache: bool,
+    frames: int,
+    k: int = 4,
+    dtype=torch.float32,
+    decoder=None,
+) -> float:
+    """Steady-state milliseconds per generated frame for ``n`` streams (per step, not per stream)."""
+    s, state, g = _ready(model, n, use_cache, k, dtype)
+    act = torch.zeros(n, 9, dtype=torch.long)
+    stream = decoder.decoder_stream(n) if decoder is not None else None
+    for _ in range(2):  # warm-up
+        z, _ = s.step(state, act, generator=g)
+        if stream is not None:
+            stream.step(z)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        z, _ = s.step(state, act, generator=g)
+        if stream is not None:
+            stream.step(z)
+    return (time.perf_counter() - t0) / frames * 1e3
+
+
+def flops_per_frame(model: DynamicsModel, k: int = 4) -> int:
+    """Model FLOPs of one cached frame (K denoising passes + the context pass) at batch 1."""
+    s, state, g = _ready(model, 1, True, k, torch.float32)
+    with FlopCounterMode(display=False) as fc:
+        s.step(state, torch.zeros(1, 9, dtype=torch.long), generator=g)
+    return int(fc.get_total_flops())
+
+
+def rollout_memory(model: DynamicsModel, frames: int, k: int = 4) -> dict:
+    """RSS before, during and after a ``frames``-long cached rollout at batch 1."""
+    s, state, g = _ready(model, 1, True, k, torch.float32)
+    act = torch.zeros(1, 9, dtype=torch.long)
+    samples = []
+    t0 = time.perf_counter()
+    start = rss_mib()
+    for f in range(frames):
+        s.step(state, act, generator=g)
+        if f % 250 == 0 or f == frames - 1:
+            samples.append(rss_mib())
+    secs = time.perf_counter() - t0
+    return {
+        "frames": frames,
+        "rss_start_mib": start,
+        "rss_end_mib": samples[-1],
+        "rss_max_mib": max(samples),
+        "rss_growth_mib": samples[-1] - samples[0],
+        "cache_frames": int(state.cache.entries().max()),
+        "frames_per_s": frames / secs,
+    }
+
+
+def load_decoder(preset: str):
+    from lol_dreamer.models.tokenizer import TransformerTokenizer
+    from lol_dreamer.models.tokenizer_config import TokenizerConfig
+
+    torch.manual_seed(0)
+    return TransformerTokenizer(TokenizerConfig.preset(preset)).eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--preset", default="nano", help="dynamics size preset")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="measure only the cached/uncached pair at this context",
+    )
+    p.add_argument(
+        "--contexts", type=int, nargs="+", default=[16, 32, 64], help="contexts of the full run"
+    )
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64], help="stream counts")
+    p.add_argument("--k", type=int, default=4, help="denoising steps per frame")
+    p.add_argument("--frames", type=int, default=20, help="timed frames per measurement")
+    p.add_argument(
+        "--rollout", type=int, default=2000, help="frames of the memory rollout (0 = skip)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="threads for batched (N > 1) runs")
+    p.add_argument(
+        "--decode", action="store_true", help="also time nano tokenizer decoding per frame"
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    res: dict = {"preset": args.preset, "k": args.k, "threads_batch1": 1}
+
+    if args.context is not None:
+        model = build(args.preset, args.context)
+        res["context"] = args.context
+        res["ms_per_frame_cached"] = ms_per_frame(model, 1, True, args.frames, args.k)
+        res["ms_per_frame_uncached"] = ms_per_frame(
+            model, 1, False, max(3, args.frames // 4), args.k
+        )
+        res["speedup"] = res["ms_per_frame_uncached"] / res["ms_per_frame_cached"]
+        print(f"{'context':>8} {'cached ms/frame':>16} {'uncached ms/frame':>18} {'speedup':>8}")
+        print(
+            f"{args.context:>8} {res['ms_per_frame_cached']:>16.2f} "
+            f"{res['ms_per_frame_uncached']:>18.2f} {res['speedup']:>7.1f}x"
+        )
+    else:
+        rows = []
+        print(f"{'context':>8} {'cached ms/frame':>16} {'uncached ms/frame':>18} {'speedup':>8} "
+              f"{'MFLOP/frame':>12} {'GFLOP/s':>8}")  # fmt: skip
+        for c in args.contexts:
+            model = build(args.preset, c)
+            cached = ms_per_frame(model, 1, True, args.frames, args.k)
+            uncached = ms_per_frame(model, 1, False, max(3, args.frames // 4), args.k)
+            flops = flops_per_frame(model, args.k)
+            row = dict(context=c, ms_cached=cached, ms_uncached=uncached, speedup=uncached / cached,
+                       mflop_per_frame=flops / 1e6, gflop_per_s=flops / (cached * 1e-3) / 1e9)  # fmt: skip
+            rows.append(row)
+            print(f"{c:>8} {cached:>16.2f} {uncached:>18.2f} {uncached / cached:>7.1f}x "
+                  f"{flops / 1e6:>12.1f} {row['gflop_per_s']:>8.2f}")  # fmt: skip
+        res["contexts"] = rows
+        model = build(args.preset, args.contexts[0])
+        res["params"] = model.num_params()
+        print(f"\nbatched cached generation, context {args.contexts[0]}")
+        print(f"{'streams':>8} {'threads':>8} {'ms/step':>10} {'frames/s':>10}")
+        brows = []
+        for n in args.batches:
+            torch.set_num_threads(1 if n == 1 else args.threads)
+            ms = ms_per_frame(model, n, True, max(4, args.frames // 2), args.k)
+            brows.append(
+                dict(
+                    streams=n,
+                    threads=torch.get_num_threads(),
+                    ms_per_step=ms,
+                    frames_per_s=n / ms * 1e3,
+                )
+            )
+            print(f"{n:>8} {torch.get_num_threads():>8} {ms:>10.2f} {n / ms * 1e3:>10.1f}")
+        torch.set_num_threads(1)
+        res["batched"] = brows
+        if args.decode:
+            dec = load_decoder(args.preset)
+            ms = ms_per_frame(model, 1, True, args.frames, args.k, decoder=dec)
+            res["interactive"] = {"ms_per_frame_with_decode": ms, "frames_per_s": 1e3 / ms}
+            print(
+                f"\nbatch 1 with {args.preset} tokenizer decode: {ms:.2f} ms/frame = {1e3 / ms:.1f} frames/s"
+            )
+        if args.rollout:
+            mem = rollout_memory(model, args.rollout, args.k)
+            res["rollout"] = mem
+            print(f"\n{args.rollout}-frame cached rollout at batch 1: RSS {mem['rss_start_mib']:.1f} → "
+                  f"{mem['rss_end_mib']:.1f} MiB (max {mem['rss_max_mib']:.1f}, growth "
+                  f"{mem['rss_growth_mib']:+.1f} MiB), cache holds {mem['cache_frames']} frames, "
+                  f"{mem['frames_per_s']:.1f} frames/s")  # fmt: skip
+    if args.json is not None:
+        atomic_write_json(args.json, res)
+        print(f"wrote {args.json}")
+    else:
+        print(json.dumps({k: v for k, v in res.items() if not isinstance(v, list | dict)}))
+
+
+if __name__ == "__main__":
+    main()
