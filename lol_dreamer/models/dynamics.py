@@ -416,7 +416,7 @@ class DynamicsModel(nn.Module):
         Every time layer of a cache holds the same frames, so the mask is built once per forward
         (``memo``) from the first time layer's view of the cache.
         """
-        b, t, s, _ = x.shape
+        b, s = x.shape[0], x.shape[2]
         xs = rearrange(x, "b t s d -> (b s) t d")
         past = cache.get(i) if cache is not None else None
         past_kv = (past[0], past[1]) if past is not None else None
