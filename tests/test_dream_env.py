@@ -188,3 +188,13 @@ def test_torch_threads_option(folders):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_human_render_opens_a_pygame_window(folders):
+    env = DreamEnv(checkpoint=str(folders["dyn"]), render_mode="human")
+    env.reset(seed=0)
+    assert env._window is not None and env._window.get_size() == (64, 64)
+    assert env.render() is None
+    env.step(noop_action())
+    env.close()
+    assert env._window is None
