@@ -11,57 +11,52 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
+
+from lol_dreamer.evaluation.metrics import psnr, ssim
 
 Detector = Callable[[np.ndarray], "tuple[float, float] | None"]
 
 
+def _chw(frames: np.ndarray) -> torch.Tensor:
+    """``uint8 [..., H, W, 3]`` → float64 ``[..., 3, H, W]`` in [0, 255]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).double().movedim(-1, -3)
+
+
+def _per_row(
+    fn: Callable[[np.ndarray, np.ndarray], torch.Tensor], pred: np.ndarray, true: np.ndarray
+) -> np.ndarray:
+    """Apply a per-image metric one leading row at a time (bounded float64 memory)."""
+    if pred.shape != true.shape:
+        raise ValueError(f"pred {pred.shape} and true {true.shape} differ in shape")
+    if pred.ndim <= 4:
+        return fn(pred, true).numpy()
+    return np.stack([fn(p, t).numpy() for p, t in zip(pred, true)])
+
+
 def psnr_per_frame(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Peak signal-to-noise ratio in dB of each frame, peak 255.
+    """Peak signal-to-noise ratio in dB of each frame, peak 255 (:func:`lol_dreamer.evaluation.metrics.psnr`).
 
     Args:
         pred, true: ``uint8 [..., H, W, 3]``.
     Returns:
         float64 ``[...]``; identical frames give ``inf``.
     """
-    err = (pred.astype(np.float64) - true.astype(np.float64)) ** 2
-    mse = err.mean(axis=(-3, -2, -1))
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(255.0**2 / mse)
-
-
-def _box_mean(x: np.ndarray, size: int) -> np.ndarray:
-    """Mean over ``size × size`` windows of the two axes ``[-3, -2]`` ('valid' positions)."""
-    c = x.cumsum(axis=-3).cumsum(axis=-2)
-    c = np.pad(c, [(0, 0)] * (c.ndim - 3) + [(1, 0), (1, 0), (0, 0)])
-    s = (
-        c[..., size:, size:, :]
-        - c[..., :-size, size:, :]
-        - c[..., size:, :-size, :]
-        + c[..., :-size, :-size, :]
-    )
-    return s / (size * size)
+    return _per_row(lambda a, b: psnr(_chw(a), _chw(b), data_range=255.0), pred, true)
 
 
 def ssim_per_frame(pred: np.ndarray, true: np.ndarray, window: int = 7) -> np.ndarray:
-    """Structural similarity of each frame (uniform window, per channel, averaged).
-
-    Wang et al. 2004, eq. 13, with the usual constants ``C1 = (0.01·255)²``, ``C2 = (0.03·255)²``.
+    """Structural similarity of each frame (:func:`lol_dreamer.evaluation.metrics.ssim`: Wang et al. 2004,
+    eq. 13, uniform 7×7 window, per channel, averaged).
 
     Args:
         pred, true: ``uint8 [..., H, W, 3]``; ``H, W ≥ window``.
     Returns:
         float64 ``[...]`` in ``[-1, 1]``; identical frames give 1.
     """
-    x, y = pred.astype(np.float64), true.astype(np.float64)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = _box_mean(x, window), _box_mean(y, window)
-    n = window * window
-    cov_norm = n / (n - 1)  # unbiased (co)variances
-    vx = cov_norm * (_box_mean(x * x, window) - mx * mx)
-    vy = cov_norm * (_box_mean(y * y, window) - my * my)
-    vxy = cov_norm * (_box_mean(x * y, window) - mx * my)
-    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean(axis=(-3, -2, -1))
+    return _per_row(
+        lambda a, b: ssim(_chw(a), _chw(b), data_range=255.0, window=window), pred, true
+    )
 
 
 def detect_positions(frames: np.ndarray, detect: Detector) -> np.ndarray:
