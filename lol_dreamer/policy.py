@@ -87,8 +87,9 @@ class WorldModelFeatures:
         return self.encoder.step(x).float()[:, None]
 
     def _features(self) -> Tensor:
-        agent = self.state.agent  # [1, S_g, dim]
-        return agent.mean(dim=1)[0]
+        from lol_dreamer.models.agent_model import agent_features
+
+        return agent_features(self.state.agent[:, None])[0, 0]  # [1, S_g, dim] → [dim]
 
     @torch.no_grad()
     def reset(self, frame: np.ndarray) -> Tensor:
@@ -102,12 +103,11 @@ class WorldModelFeatures:
         if self.state is None:
             raise RuntimeError("call reset(first_frame) before observe()")
         s, dev = self.sampler, self.wm.device
-        ctx = s._renoise(
-            self._encode(frame), self.generator
-        )  # noised exactly like generated frames
-        act = torch.as_tensor(np.asarray(action), dtype=torch.long, device=dev).view(
-            1, 1, ACTION_DIM
-        )
+        # the real frame enters as context exactly like a generated one: noised to τ_ctx and
+        # labelled with the action that led to it (slot t holds a_{t-1})
+        ctx = s._renoise(self._encode(frame), self.generator)
+        act = torch.as_tensor(np.asarray(action), dtype=torch.long, device=dev)
+        act = act.view(1, 1, ACTION_DIM)
         lab = torch.ones(1, 1, dtype=torch.bool, device=dev)
         self.state.agent = s._write(self.state, ctx, act, lab, self.state.pos[:, None])
         self.state.pos = self.state.pos + 1
