@@ -293,7 +293,6 @@ def run(args: Any) -> int:
 
     from lol_dreamer.io import atomic_write_json
 
-    runners: list[AgentRunner] = []
     learned: list[AgentRunner] = []
     res = args.res
     if args.agent is not None:
