@@ -14,7 +14,7 @@ from lol_dreamer.envs.lane.scripted import ScriptedPlayer
 
 SEEDS = range(5)
 STEPS = 500
-MARGIN = {"farm": 2.0, "fight": 1.0, "push": 0.4}
+MARGIN = {"farm": 2.0, "fight": 1.0, "push": 0.8}
 
 
 def _episode_return(task: str, seed: int, policy: str) -> float:

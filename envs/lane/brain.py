@@ -229,9 +229,9 @@ def _push(p: _Plan, snap: Snapshot, side: int) -> None:
         if _tower_unsafe(snap, side, jx, jy):
             _hold_back(p, snap, side)
             return
-        if np.sum(d < R_RADIUS) >= 3:
+        if np.sum(d < R_RADIUS - 1.0) >= 2:
             p.key("R")
-        if float(d.min()) < Q_RANGE - 6.0 and me.mana > 100.0 and p.key("Q"):
+        if float(d.min()) < Q_RANGE - 6.0 and me.mana > 60.0 and p.key("Q"):
             p.toward(jx, jy, stop=0.0)
             return
         _attack(p, snap, side, j, jx, jy)
