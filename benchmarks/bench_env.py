@@ -72,16 +72,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_loop(step, n: int, warmup: int, device: torch.device) -> float:
-    """Seconds per call of ``step()`` over ``n`` calls after ``warmup`` calls."""
+def time_loop(step, n: int, warmup: int, device: torch.device, cpu_time: bool = False) -> float:
+    """Seconds per call of ``step()`` over ``n`` calls after ``warmup`` calls.
+
+    ``cpu_time`` measures this process's CPU seconds instead of wall seconds: on a shared, busy CPU
+    the wall clock mostly measures the other jobs, while CPU time still compares two code paths.
+    """
+    clock = time.process_time if cpu_time and device.type == "cpu" else time.perf_counter
     for _ in range(warmup):
         step()
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(n):
         step()
     _sync(device)
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def bench_raw_and_dreamenv(wm, steps: int, warmup: int) -> dict[str, float]:
@@ -110,16 +115,22 @@ def bench_raw_and_dreamenv(wm, steps: int, warmup: int) -> dict[str, float]:
         wm.reward(feats.mean(1))
         wm.continue_prob(feats.mean(1))
 
-    # Interleave the two so machine-load drift hits both alike; keep the best of 3 rounds.
-    raw_s, env_s = [], []
+    # Interleave the two so machine-load drift hits both alike; keep the best of 3 rounds. The
+    # overhead compares CPU time (one thread), which the other jobs on a busy machine disturb less.
+    raw_s, env_s, raw_cpu, env_cpu = [], [], [], []
     for _ in range(3):
         raw_s.append(time_loop(raw, steps, warmup, wm.device))
         env_s.append(time_loop(lambda: env.step(action), steps, warmup, wm.device))
+        raw_cpu.append(time_loop(raw, steps, 0, wm.device, cpu_time=True))
+        env_cpu.append(time_loop(lambda: env.step(action), steps, 0, wm.device, cpu_time=True))
     r, e = min(raw_s), min(env_s)
+    rc, ec = min(raw_cpu), min(env_cpu)
     return {
         "raw_steps_per_s": 1.0 / r,
         "dreamenv_steps_per_s": 1.0 / e,
-        "gym_overhead_pct": 100.0 * (e - r) / r,
+        "raw_cpu_ms_per_step": 1000.0 * rc,
+        "dreamenv_cpu_ms_per_step": 1000.0 * ec,
+        "gym_overhead_pct": 100.0 * (ec - rc) / rc,
     }
 
 
@@ -178,6 +189,45 @@ def bench_memory(wm, steps: int, every: int) -> dict[str, Any]:
     }
 
 
+def run_batched(wm, args: argparse.Namespace) -> dict[str, Any]:
+    """Vector and TorchRL env steps/s at every N, with and without decoding, and the batching gain."""
+    rows = []
+    for kind, fn in (("vector", bench_vector), ("torchrl", bench_torchrl)):
+        for decode in (True, False):
+            for n in args.ns:
+                steps = max(3, args.steps // max(1, n // 8))
+                sps = fn(wm, n, decode, steps, min(args.warmup, steps))
+                rows.append({"env": kind, "decode": decode, "n": n, "env_steps_per_s": sps})
+                print(
+                    f"  {kind:8s} decode={'on ' if decode else 'off'} N={n:<4d} {sps:10.1f} env steps/s",
+                    flush=True,
+                )
+    lo, hi = min(args.ns), max(args.ns)
+    table, gains = {}, {}
+    for kind in ("vector", "torchrl"):
+        for decode in (True, False):
+            name = f"{kind}_decode_{'on' if decode else 'off'}"
+            table[name] = {
+                x["n"]: x["env_steps_per_s"]
+                for x in rows
+                if x["env"] == kind and x["decode"] == decode
+            }
+            gains[name] = table[name][hi] / table[name][lo]
+    print(
+        f"\n{'env':10s} {'decode':7s} "
+        + " ".join(f"N={n:<9d}" for n in args.ns)
+        + f" gain N={hi}/N={lo}"
+    )
+    for name, r in table.items():
+        kind, _, dec = name.split("_")
+        print(
+            f"{kind:10s} {dec:7s} "
+            + " ".join(f"{r[n]:<11.1f}" for n in args.ns)
+            + f" {gains[name]:.1f}x"
+        )
+    return {"batched": rows, "batching_gain": {"n_high": hi, "n_low": lo, **gains}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -224,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["batch1", "batched", "memory"],
+        choices=("batch1", "batched", "memory"),
+        help="what to run (default: all)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
 
@@ -245,55 +302,21 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"world model: {results['model']} (n_z={wm.n_z}, d_z={wm.d_z}, K={wm.k}); device {args.device}, {args.threads} thread(s)"
     )
-    results["batch1"] = b1 = bench_raw_and_dreamenv(wm, args.steps, args.warmup)
-    print(
-        f"\nbatch 1, decode on   raw sampler+decoder {b1['raw_steps_per_s']:8.1f} steps/s   DreamEnv {b1['dreamenv_steps_per_s']:8.1f} steps/s   gym overhead {b1['gym_overhead_pct']:+.1f}%"
-    )
-    rows = []
-    for kind, fn in (("vector", bench_vector), ("torchrl", bench_torchrl)):
-        for decode in (True, False):
-            for n in args.ns:
-                steps = max(3, args.steps // max(1, n // 8))
-                sps = fn(wm, n, decode, steps, min(args.warmup, steps))
-                rows.append({"env": kind, "decode": decode, "n": n, "env_steps_per_s": sps})
-                print(
-                    f"  {kind:8s} decode={'on ' if decode else 'off'} N={n:<4d} {sps:10.1f} env steps/s",
-                    flush=True,
-                )
-    results["batched"] = rows
-    gains = {}
-    lo, hi = min(args.ns), max(args.ns)
-    for kind in ("vector", "torchrl"):
-        for decode in (True, False):
-            r = {
-                x["n"]: x["env_steps_per_s"]
-                for x in rows
-                if x["env"] == kind and x["decode"] == decode
-            }
-            gains[f"{kind}_decode_{'on' if decode else 'off'}"] = r[hi] / r[lo]
-    results["batching_gain"] = {"n_high": hi, "n_low": lo, **gains}
-    print(
-        f"\n{'env':10s} {'decode':7s} "
-        + " ".join(f"N={n:<9d}" for n in args.ns)
-        + f" gain N={hi}/N={lo}"
-    )
-    for kind in ("vector", "torchrl"):
-        for decode in (True, False):
-            r = {
-                x["n"]: x["env_steps_per_s"]
-                for x in rows
-                if x["env"] == kind and x["decode"] == decode
-            }
-            print(
-                f"{kind:10s} {'on' if decode else 'off':7s} "
-                + " ".join(f"{r[n]:<11.1f}" for n in args.ns)
-                + f" {gains[f'{kind}_decode_' + ('on' if decode else 'off')]:.1f}x"
-            )
-    if args.memory_steps:
+    if "batch1" in args.parts:
+        results["batch1"] = b1 = bench_raw_and_dreamenv(wm, args.steps, args.warmup)
+        print(
+            f"\nbatch 1, decode on: raw sampler+decoder {b1['raw_steps_per_s']:.1f} steps/s "
+            f"({b1['raw_cpu_ms_per_step']:.1f} CPU ms/step); DreamEnv {b1['dreamenv_steps_per_s']:.1f} steps/s "
+            f"({b1['dreamenv_cpu_ms_per_step']:.1f} CPU ms/step); gym overhead {b1['gym_overhead_pct']:+.1f}% (CPU time)"
+        )
+    if "batched" in args.parts:
+        results.update(run_batched(wm, args))
+    if "memory" in args.parts and args.memory_steps:
         m = bench_memory(wm, args.memory_steps, args.memory_every)
         results["memory"] = m
         print(
-            f"\nmemory over {m['steps']} DreamEnv steps: RSS {m['rss_first_mib']:.1f} MiB (2nd quarter) → {m['rss_last_mib']:.1f} MiB (last quarter), growth {m['rss_growth_mib']:+.1f} MiB"
+            f"\nmemory over {m['steps']} DreamEnv steps: RSS {m['rss_first_mib']:.1f} MiB (2nd quarter) "
+            f"→ {m['rss_last_mib']:.1f} MiB (last quarter), growth {m['rss_growth_mib']:+.1f} MiB"
         )
     if args.json:
         atomic_write_json(args.json, results)
