@@ -53,6 +53,8 @@ class MetricsLog:
                     self._tb.add_scalar(k, v, row["step"])
 
     def flush(self) -> None:
+        if self._f.closed:
+            return
         self._f.flush()
         os.fsync(self._f.fileno())
         if self._tb is not None:
