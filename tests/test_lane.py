@@ -29,6 +29,7 @@ def _quiet(env: LaneEnv) -> G.Game:
     return g
 
 
+@pytest.mark.filterwarnings("ignore:.*alternative render modes")
 def test_check_env_passes():
     check_env(gym.make("LoLLane-v0").unwrapped)
     check_env(LaneEnv(task="fight", res=64, camera="follow"))
@@ -244,3 +245,24 @@ def test_abilities_follow_their_rules():
     cd = p.cd[0]
     env.step(_press("Q"))  # on cooldown: nothing happens
     assert p.cd[0] == cd - 1
+
+
+def test_human_render_mode_draws_to_a_window_and_returns_none():
+    env = gym.make("LoLLane-v0", render_mode="human", res=64, max_steps=3)
+    env.reset(seed=0)
+    env.step(noop_action())
+    assert env.render() is None
+    env.close()
+
+
+def test_bad_arguments_raise_helpful_errors():
+    with pytest.raises(ValueError, match="task"):
+        LaneEnv(task="jungle")
+    with pytest.raises(ValueError, match="render_mode"):
+        LaneEnv(render_mode="ansi")
+    env = LaneEnv()
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(noop_action())
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3, dtype=np.int64))
