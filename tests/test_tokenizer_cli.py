@@ -173,3 +173,47 @@ def test_stream_encoding_handles_ragged_batches(dataset):
             encode_episodes(model, [ep], batch_size=1, max_frames=capped[i], progress=False)
         )
         assert np.allclose(together[i][: capped[i]], alone, atol=1e-5)
+
+
+def test_tokenizer_training_resumes_exactly(tmp_path, dataset):
+    """MAE masks and running-RMS normalisers included: an interrupted run continues bit-for-bit."""
+    from lol_dreamer.data import SequenceSampler
+    from lol_dreamer.models import build_tokenizer
+    from lol_dreamer.models.tokenizer_config import TokenizerConfig
+    from lol_dreamer.objectives.tokenizer_loss import TokenizerLoss
+    from lol_dreamer.training import TrainConfig, train
+    from lol_dreamer.training.tokenizer_job import TokenizerObjective
+
+    cfg = TokenizerConfig.preset("test", res=RES).to_dict()
+    sampler = SequenceSampler(open_dataset(dataset), 3, 2, seed=0, fields=("frames",))
+    tcfg = TrainConfig(steps=8, lr=3e-3, save_every=4, ema_decay=0.5, device="cpu", progress=False)
+
+    class Stop(TokenizerObjective):
+        def __call__(self, model, batch, step):
+            if step == 6:
+                raise KeyboardInterrupt
+            return super().__call__(model, batch, step)
+
+    def run(out, objective, resume=False):
+        torch.manual_seed(0)
+        model = build_tokenizer(cfg)
+        return train(
+            model,
+            objective,
+            sampler,
+            tcfg,
+            out,
+            run_config={"kind": "tokenizer", "model": cfg},
+            resume=resume,
+        )
+
+    full = run(tmp_path / "full", TokenizerObjective(TokenizerLoss(lpips_weight=0.0)))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", Stop(TokenizerLoss(lpips_weight=0.0)))
+    resumed = run(
+        tmp_path / "cut", TokenizerObjective(TokenizerLoss(lpips_weight=0.0)), resume=True
+    )
+    assert resumed.start_step == 4 and resumed.losses == full.losses[4:]
+    a = checkpoint.load_model(tmp_path / "full")
+    b = checkpoint.load_model(tmp_path / "cut")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
