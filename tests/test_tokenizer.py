@@ -120,7 +120,7 @@ def test_decoder_causal_in_time():
     assert diff[2] > 1e-4 and diff[3] > 1e-4 and diff[4] == 0
 
 
-@pytest.mark.parametrize("window", [0, 2])
+@pytest.mark.parametrize("window", [0, 1, 3])
 def test_streaming_matches_clip(window):
     tok = make_tok(depth=2, window=window)
     x = torch.rand(2, 6, 3, RES, RES)
@@ -132,6 +132,10 @@ def test_streaming_matches_clip(window):
     ys = torch.stack([dec.step(z[:, i]) for i in range(6)], 1)
     torch.testing.assert_close(zs, z, rtol=0, atol=1e-5)
     torch.testing.assert_close(ys, y, rtol=0, atol=1e-5)
+    tok.dense_attention = True  # and against the dense masked reference (mask_rule)
+    with torch.no_grad():
+        torch.testing.assert_close(zs, tok.encode(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(ys, tok.decode(z), rtol=0, atol=1e-5)
     assert len(enc.frames) == window and len(dec.frames) == window  # bounded cache
     if window:
         # the decoder caches latent tokens only: [b, g, window * N, e] per layer

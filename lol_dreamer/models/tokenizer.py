@@ -166,17 +166,30 @@ class TransformerTokenizer(nn.Module):
                 x, _ = blk(x, mask=mask, rope=rope)
             return rearrange(x, "b (t s) d -> b t s d", s=s)
         for blk in blocks:
-            x = x + self._structured_attention(blk, blk.norm1(x), rope, kind)
+            a, _ = self._attention(blk, blk.norm1(x), rope, kind)
+            x = x + a
             x = x + blk.mlp(blk.norm2(x))
         return x
 
-    def _structured_attention(
-        self, blk: Block, h: Tensor, rope: tuple[Tensor, Tensor], kind: str
-    ) -> Tensor:
+    def _attention(
+        self,
+        blk: Block,
+        h: Tensor,
+        rope: tuple[Tensor, Tensor],
+        kind: str,
+        past: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """The block's attention over ``h [b, t, s, d]``, computing only the allowed query/key pairs.
 
-        Same result as the dense masked attention of :func:`mask_rule`, at a fraction of the cost:
+        Same result as a dense attention masked by :func:`mask_rule`, at a fraction of the cost:
         patch queries only meet keys of their own frame, and windowed keys are gathered per frame.
+
+        Args:
+            past: for one new frame (``t == 1``): cached ``(k, v [b, g, M, e], ok [b, M] bool)`` of
+                the previous frames' readable tokens (oldest first); None: the window is in ``h``.
+        Returns:
+            ``(out [b, t, s, d], (k, v))`` with the readable tokens' keys/values ``[b, g, t, m, e]``
+            (all tokens for the encoder, latents for the decoder) for a cache.
         """
         attn, c = blk.attn, self.cfg
         b, t, s, d = h.shape
@@ -186,15 +199,20 @@ class TransformerTokenizer(nn.Module):
         q = q.view(b, attn.n_heads, t, s, e)
         k, v = k.view(b, g, t, s, e), v.view(b, g, t, s, e)
         pat, lat = (slice(0, P), slice(P, s)) if kind == "enc" else (slice(N, s), slice(0, N))
-        # Keys later frames may read: every token (encoder) or the latents only (decoder).
-        src = slice(0, s) if kind == "enc" else lat
-        kw, vw = _window(k[:, :, :, src], W), _window(v[:, :, :, src], W)  # b g t (W+1)m e
-        m = k[:, :, :, src].shape[3]
-        frame_ok = (
-            torch.arange(t, device=h.device)[:, None] - W + torch.arange(W + 1, device=h.device)
-            >= 0
-        )
-        mask_w = frame_ok.repeat_interleave(m, dim=1)[None, None, :, None, :]  # 1 1 t 1 (W+1)m
+        src = slice(0, s) if kind == "enc" else lat  # tokens later frames may read
+        k_src, v_src = k[:, :, :, src], v[:, :, :, src]
+        m = k_src.shape[3]
+        if past is None:
+            kw, vw = _window(k_src, W), _window(v_src, W)  # b g t (W+1)m e
+            ar = torch.arange(W + 1, device=h.device)
+            ok = torch.arange(t, device=h.device)[:, None] - W + ar >= 0  # t W+1
+            mask_w = ok.repeat_interleave(m, dim=1)[None, None, :, None, :]  # 1 1 t 1 (W+1)m
+        else:
+            pk, pv, pok = past
+            kw = torch.cat((pk[:, :, None], k_src), dim=3)  # b g 1 (M+m) e
+            vw = torch.cat((pv[:, :, None], v_src), dim=3)
+            cur = torch.ones(b, m, dtype=torch.bool, device=h.device)
+            mask_w = torch.cat((pok, cur), dim=1)[:, None, None, None, :]  # b 1 1 1 (M+m)
         out_l = attend(q[:, :, :, lat], kw, vw, mask_w, attn.softcap)
         if kind == "enc":  # patches read their own frame's patches
             out_p = attend(q[:, :, :, pat], k[:, :, :, pat], v[:, :, :, pat], None, attn.softcap)
@@ -202,10 +220,11 @@ class TransformerTokenizer(nn.Module):
         else:  # patch queries read recent latents and their own frame's queries
             kp = torch.cat((kw, k[:, :, :, pat]), dim=3)
             vp = torch.cat((vw, v[:, :, :, pat]), dim=3)
-            ones = torch.ones(1, 1, t, 1, P, dtype=torch.bool, device=h.device)
-            out_p = attend(q[:, :, :, pat], kp, vp, torch.cat((mask_w, ones), dim=-1), attn.softcap)
+            ones = torch.ones(*mask_w.shape[:-1], P, dtype=torch.bool, device=h.device)
+            mask_p = torch.cat((mask_w.expand(*ones.shape[:-1], -1), ones), dim=-1)
+            out_p = attend(q[:, :, :, pat], kp, vp, mask_p, attn.softcap)
             out = torch.cat((out_l, out_p), dim=3)
-        return attn.out(rearrange(out, "b h t s e -> b t s (h e)"))
+        return attn.out(rearrange(out, "b h t s e -> b t s (h e)")), (k_src, v_src)
 
     def patchify(self, frames: Tensor) -> Tensor:
         """``[b, t, c, H, W]`` → ``[b, t, P, p*p*c]``."""
@@ -357,6 +376,7 @@ class _Stream:
         self.tok, self.batch = tok, batch
         self.t = 0
         w = tok.cfg.window
+        # one entry per past frame: ([(k, v) per layer, each [b, g, m, e]], valid [b] bool)
         self.frames: deque[tuple[list[tuple[Tensor, Tensor]], Tensor]] = deque(maxlen=max(w, 1))
 
     def reset(self, rows: Tensor | None = None) -> None:
@@ -367,42 +387,30 @@ class _Stream:
         for _, valid in self.frames:
             valid &= ~rows.to(valid.device)
 
-    def _run(
-        self, x: Tensor, blocks: nn.ModuleList, pos: Tensor, is_lat: Tensor, keep: int
-    ) -> Tensor:
-        """Run one frame's tokens ``x [b, s, d]`` through ``blocks`` against the cache; cache the first
-        ``keep`` tokens of each layer (the ones later frames may read)."""
+    def _run(self, x: Tensor, blocks: nn.ModuleList, pos: Tensor) -> Tensor:
+        """Run one frame's tokens ``x [b, 1, s, d]`` through ``blocks`` against the cache, then cache
+        this frame's readable keys/values."""
         tok, b, dev = self.tok, x.shape[0], x.device
         if b != self.batch:
             raise ValueError(f"this stream was opened for batch {self.batch}, got a batch of {b}")
         window = tok.cfg.window
-        past = list(self.frames)[-window:] if window else []
-        n_past = len(past)
+        past = list(self.frames) if window else []
         rope = tok._rope(pos, torch.tensor([self.t], device=dev))
-        # Key layout: past frames oldest → newest (``keep`` tokens each), then the new frame.
-        k_lat = torch.cat([is_lat[:keep]] * n_past + [is_lat])
-        dt = torch.cat(
-            [torch.full((keep,), n_past - i, device=dev) for i in range(n_past)]
-            + [torch.zeros(len(is_lat), device=dev)]
-        )
-        mask = mask_rule(self.kind, is_lat, k_lat, dt[None, :].expand(len(is_lat), -1), window)
-        if n_past:
-            valid = torch.cat(
-                [v[:, None].expand(b, keep) for _, v in past]
-                + [torch.ones(b, len(is_lat), dtype=torch.bool, device=dev)],
-                1,
-            )
-            mask = mask[None, None] & valid[:, None, None, :]  # b 1 s m
+        ok = None
+        if past:  # validity of every cached key, oldest frame first
+            m = past[0][0][0][0].shape[2]
+            ok = torch.cat([valid[:, None].expand(b, m) for _, valid in past], 1)
         new_cache = []
         for i, blk in enumerate(blocks):
-            past_kv = None
-            if n_past:
-                past_kv = (
-                    torch.cat([kv[i][0] for kv, _ in past], 2),
-                    torch.cat([kv[i][1] for kv, _ in past], 2),
-                )
-            x, (k, v) = blk(x, mask=mask, past_kv=past_kv, rope=rope)
-            new_cache.append((k[:, :, :keep], v[:, :, :keep]))
+            cached = None
+            if past:
+                pk = torch.cat([kv[i][0] for kv, _ in past], 2)
+                pv = torch.cat([kv[i][1] for kv, _ in past], 2)
+                cached = (pk, pv, ok)
+            a, (k, v) = tok._attention(blk, blk.norm1(x), rope, self.kind, cached)
+            x = x + a
+            x = x + blk.mlp(blk.norm2(x))
+            new_cache.append((k[:, :, 0], v[:, :, 0]))
         if window:
             self.frames.append((new_cache, torch.ones(b, dtype=torch.bool, device=dev)))
         self.t += 1
@@ -419,10 +427,9 @@ class EncoderStream(_Stream):
         """Args: frame ``[b, c, H, W]`` in [0, 1]. Returns: ``z [b, n_z, d_z]``."""
         tok = self.tok
         check_frames(frame, tok.cfg, ndim=4)
-        x = tok._embed_frames(frame[:, None], None)[:, 0]  # b s d
-        s = x.shape[1]
-        x = self._run(x, tok.enc_blocks, tok._enc_pos, tok._enc_is_latent, keep=s)
-        return tok._bottleneck(x[:, None, tok.cfg.n_patches :])[:, 0]
+        x = tok._embed_frames(frame[:, None], None)  # b 1 s d
+        x = self._run(x, tok.enc_blocks, tok._enc_pos)
+        return tok._bottleneck(x[:, :, tok.cfg.n_patches :])[:, 0]
 
 
 class DecoderStream(_Stream):
@@ -436,6 +443,6 @@ class DecoderStream(_Stream):
         tok, c = self.tok, self.tok.cfg
         if z.dim() != 3 or tuple(z.shape[-2:]) != (c.n_z, c.d_z):
             raise ValueError(f"expected z [b, {c.n_z}, {c.d_z}], got {tuple(z.shape)}")
-        x = tok._embed_latents(z[:, None])[:, 0]  # b s d
-        x = self._run(x, tok.dec_blocks, tok._dec_pos, tok._dec_is_latent, keep=c.n_latents)
-        return tok._to_frames(x[:, None, c.n_latents :], clamp)[:, 0]
+        x = tok._embed_latents(z[:, None])  # b 1 s d
+        x = self._run(x, tok.dec_blocks, tok._dec_pos)
+        return tok._to_frames(x[:, :, c.n_latents :], clamp)[:, 0]
