@@ -266,3 +266,16 @@ def test_bad_arguments_raise_helpful_errors():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros(3, dtype=np.int64))
+
+
+def test_snapshots_are_not_changed_by_later_steps():
+    env = LaneEnv()
+    env.reset(seed=8, options={"randomize": False})
+    p = env.game.champs[0]
+    p.mana = p.max_mana
+    before = env.game.history[-1]
+    assert before.champs[0].cd[0] == 0
+    a = noop_action()
+    a[KEY_INDEX["Q"]] = 1
+    env.step(a)
+    assert before.champs[0].cd[0] == 0 and env.game.history[-1].champs[0].cd[0] > 0

@@ -220,10 +220,14 @@ class Game:
             self.m_off[slot] = lat
 
     def snapshot(self) -> Snapshot:
+        """A copy of the current state that later steps cannot change."""
         a = self.m_alive
+        champs = (copy.copy(self.champs[0]), copy.copy(self.champs[1]))
+        for c in champs:
+            c.cd = list(c.cd)
         return Snapshot(
             self.frame,
-            (copy.copy(self.champs[0]), copy.copy(self.champs[1])),
+            champs,
             self.m_x[a],
             self.m_y[a],
             self.m_hp[a],
