@@ -9,8 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import lol_dreamer  # noqa: F401  (registers LoLLane-v0)
 from lol_dreamer.actions import KEY_INDEX, STAND, TASKS, action_space, noop_action
-from lol_dreamer.envs.lane import game as G
+from lol_dreamer.envs.lane import rules as G
 from lol_dreamer.envs.lane.env import STATE_FIELDS, LaneEnv
+from lol_dreamer.envs.lane.game import Game
 
 
 def _press(key: str, move: int = STAND) -> np.ndarray:
@@ -20,7 +21,7 @@ def _press(key: str, move: int = STAND) -> np.ndarray:
     return a
 
 
-def _quiet(env: LaneEnv) -> G.Game:
+def _quiet(env: LaneEnv) -> Game:
     """Remove minions and park the enemy champion dead, so only the player acts."""
     g = env.game
     g.m_alive[:] = False

@@ -147,7 +147,7 @@ def test_renderer_rejects_bad_arguments():
 
 
 def test_destroyed_tower_turns_to_rubble_and_reset_restores_it():
-    from lol_dreamer.envs.lane.game import TOWER_POS
+    from lol_dreamer.envs.lane.rules import TOWER_POS
 
     env = LaneEnv(res=128)
     first, _ = env.reset(seed=0)

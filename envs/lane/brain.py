@@ -15,7 +15,8 @@ import numpy as np
 
 from lol_dreamer.actions import ACTION_DIM, KEY_INDEX, STAND, direction_to_bin
 
-from .game import (
+from .game import Game
+from .rules import (
     BASE_HALF,
     BASE_POS,
     BIN_UNIT,
@@ -33,7 +34,6 @@ from .game import (
     TOWER_RADIUS,
     TOWER_RANGE,
     Champion,
-    Game,
     Snapshot,
 )
 

@@ -11,8 +11,13 @@ from gymnasium import spaces
 from lol_dreamer.actions import KEY_NAMES, TASK_INDEX, TASKS, action_space, check_action
 
 from .brain import EnemyBrain
-from .game import COOLDOWN, FPS, RECALL_FRAMES, Game
+from .game import Game
 from .render import Renderer
+from .rules import (
+    COOLDOWN,
+    FPS,
+    RECALL_FRAMES,
+)
 
 REWARD_SCALE = {"farm": 1.0 / 20.0, "fight": 1.0 / 100.0, "push": 1.0 / 100.0}
 

@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from .game import (
+from .game import Game
+from .rules import (
     BASE_HALF,
     BASE_POS,
     CHAMP_RADIUS,
@@ -33,7 +34,6 @@ from .game import (
     WORLD_H,
     WORLD_W,
     Champion,
-    Game,
 )
 
 PLAYER_COLOUR = (0, 255, 255)
