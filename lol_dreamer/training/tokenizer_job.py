@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from lol_dreamer.models import build_tokenizer
     from lol_dreamer.models.tokenizer_config import TokenizerConfig
     from lol_dreamer.objectives.tokenizer_loss import TokenizerLoss
-    from lol_dreamer.training.distributed import init_distributed
+    from lol_dreamer.training.distributed import cleanup, init_distributed
     from lol_dreamer.training.state import has_state
     from lol_dreamer.training.trainer import seed_everything, train
 
@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         lpips_max_images=args.lpips_max_images,
     )
     n_params = sum(p.numel() for p in model.parameters())
+    tok_cfg = TokenizerConfig.from_dict(model_cfg)
     run_config = {
         "kind": "tokenizer",
         "model": model_cfg,
@@ -180,13 +181,16 @@ def run(args: argparse.Namespace) -> int:
     if dist.is_main:
         print(
             f"Training a {model_cfg['arch']} tokenizer ({args.preset}, {n_params / 1e6:.2f} M parameters, "
-            f"{res}px, latents {TokenizerConfig.from_dict(model_cfg).n_z}×{TokenizerConfig.from_dict(model_cfg).d_z}) "
+            f"{res}px, latents {tok_cfg.n_z}×{tok_cfg.d_z}) "
             f"on {len(train_ds)} episodes, {len(held_ds)} held out, into {out}."
         )
-    train(
-        model, TokenizerObjective(loss), sampler, cfg, out,
-        eval_fn=reconstruction_eval(eval_batches), run_config=run_config, resume=args.resume,
-    )  # fmt: skip
+    try:
+        train(
+            model, TokenizerObjective(loss), sampler, cfg, out,
+            eval_fn=reconstruction_eval(eval_batches), run_config=run_config, resume=args.resume,
+        )  # fmt: skip
+    finally:
+        cleanup()
     if dist.is_main:
         print(
             f"Next: `lol-dreamer tokenize --tokenizer {out} --data {args.data}` and `lol-dreamer eval tokenizer --tokenizer {out} --data {args.data}`."
