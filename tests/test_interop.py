@@ -16,8 +16,9 @@ def folder(tmp_path_factory):
     return make_world_model(tmp_path_factory.mktemp("interop") / "wm", heads=True)
 
 
-def _ppo_learns(env: gym.Env, steps: int) -> None:
+def _ppo_learns(env: gym.Env, steps: int, log_dir) -> None:
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import configure
 
     model = PPO(
         "MlpPolicy",
@@ -29,6 +30,7 @@ def _ppo_learns(env: gym.Env, steps: int) -> None:
         device="cpu",
         policy_kwargs={"net_arch": [16]},
     )
+    model.set_logger(configure(str(log_dir), []))  # SB3 would otherwise litter the temp dir
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=steps)
     assert model.num_timesteps >= steps
@@ -39,14 +41,14 @@ def _ppo_learns(env: gym.Env, steps: int) -> None:
     assert env.action_space.contains(np.asarray(action, dtype=np.int64))
 
 
-def test_sb3_ppo_on_the_dream(folder):
+def test_sb3_ppo_on_the_dream(folder, tmp_path):
     env = gym.make("LoLDream-v0", checkpoint=str(folder), max_episode_steps=50)
-    _ppo_learns(env, 128)
+    _ppo_learns(env, 128, tmp_path)
 
 
-def test_sb3_ppo_on_lanesim():
+def test_sb3_ppo_on_lanesim(tmp_path):
     env = gym.make("LoLLane-v0", res=64, max_steps=100)
-    _ppo_learns(env, 192)
+    _ppo_learns(env, 192, tmp_path)
 
 
 def test_torchrl_gymenv_collector_on_the_dream(folder):
@@ -80,7 +82,13 @@ def test_native_env_collector_with_policy_actor(folder):
     wm = lol_dreamer.load_world_model(folder)
     env = DreamTorchEnv(world_model=wm, num_envs=4, decode=False, max_episode_steps=5)
     actor = Policy(wm.heads, seed=0).as_torchrl_actor()
-    collector = Collector(env, policy=actor, frames_per_batch=16, total_frames=32)
+    collector = Collector(
+        env,
+        policy=actor,
+        frames_per_batch=16,
+        total_frames=32,
+        auto_register_policy_transforms=False,
+    )
     batches = list(collector)
     collector.shutdown()
     assert len(batches) == 2 and batches[0].batch_size == torch.Size([4, 4])
