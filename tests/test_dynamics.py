@@ -150,3 +150,18 @@ def test_shift_actions():
         a[0, 0], torch.zeros(9, dtype=a.dtype)
     )
     assert lb.tolist() == [[False, True, False]]
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    cfg = DynamicsConfig.preset("test", n_z=8, d_z=4)
+    m = DynamicsModel(cfg)
+    inputs = _inputs(cfg)
+    grads = []
+    for enabled in (False, True):
+        m.zero_grad()
+        m.set_grad_checkpointing(enabled)
+        m(*inputs).z1.square().mean().backward()
+        grads.append([p.grad.clone() for p in m.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

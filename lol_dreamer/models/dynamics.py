@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lol_dreamer.actions import ACTION_DIM, N_KEYS, N_MOVE
 from lol_dreamer.models.layers import Block, RMSNorm, rope_angles
@@ -275,6 +276,7 @@ class DynamicsModel(nn.Module):
             Block(d, c.heads, c.kv_heads, c.mlp_mult, softcap=c.softcap) for _ in range(c.depth)
         )
         self.is_time = [c._is_time(i) for i in range(c.depth)]
+        self.grad_checkpointing = False
         self.norm = RMSNorm(d)
         self.z_out = nn.Linear(d, self.group)
         s = c.tokens_per_frame
@@ -294,6 +296,10 @@ class DynamicsModel(nn.Module):
     @property
     def config(self) -> DynamicsConfig:
         return self.cfg
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in backward (training without a cache only)."""
+        self.grad_checkpointing = enabled
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -390,7 +396,12 @@ class DynamicsModel(nn.Module):
                 )
             else:
                 xs = rearrange(x, "b t s d -> (b t) s d")
-                xs, _ = blk(xs, mask=space_mask, rope=space_rope)
+                if self.grad_checkpointing and torch.is_grad_enabled():
+                    xs, _ = checkpoint(
+                        blk, xs, None, space_mask, None, space_rope, use_reentrant=False
+                    )
+                else:
+                    xs, _ = blk(xs, mask=space_mask, rope=space_rope)
                 x = rearrange(xs, "(b t) s d -> b t s d", b=b)
         h = self.norm(x)
         zo = self.z_out(h[:, :, self.z_slice])  # b t s_z group
@@ -422,7 +433,10 @@ class DynamicsModel(nn.Module):
         past_kv = (past[0], past[1]) if past is not None else None
         if not memo:
             memo.append(self._time_mask(pos, past, independent, window, s))
-        xs, (k_new, v_new) = blk(xs, mask=memo[0], past_kv=past_kv, rope=rope)
+        if self.grad_checkpointing and torch.is_grad_enabled() and cache is None:
+            xs, (k_new, v_new) = checkpoint(blk, xs, None, memo[0], None, rope, use_reentrant=False)
+        else:
+            xs, (k_new, v_new) = blk(xs, mask=memo[0], past_kv=past_kv, rope=rope)
         if cache is not None:
             cache.append(i, k_new, v_new, pos)
         return rearrange(xs, "(b s) t d -> b t s d", b=b)
