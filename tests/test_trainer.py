@@ -174,3 +174,42 @@ def test_eval_fn_uses_ema_weights_and_params_subset(tmp_path):
     published = checkpoint.load_state_dict_file(tmp_path / "e" / "model.safetensors")
     assert torch.equal(published["2.weight"], seen[12]["2.weight"])  # evaluated = published = EMA
     assert not torch.equal(published["2.weight"], model[2].weight)  # model keeps raw weights
+
+
+class CountingData(ToyData):
+    """A sampler with state: the number of batches drawn, restored on resume."""
+
+    def __init__(self):
+        super().__init__()
+        self.drawn = 0
+
+    def sample(self, step):
+        self.drawn += 1
+        return super().sample(step)
+
+    def state_dict(self):
+        return {"drawn": self.drawn}
+
+    def load_state_dict(self, state):
+        self.drawn = state["drawn"]
+
+
+def test_sampler_state_is_checkpointed_and_unsupported_options_fail_clearly(tmp_path):
+    model = build_toy(TOY)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, Interrupt(at=7), CountingData(), _cfg(steps=10, save_every=5), tmp_path / "s",
+              run_config={"kind": "toy", "model": TOY})  # fmt: skip
+    data = CountingData()
+    train(build_toy(TOY), RMSObjective(), data, _cfg(steps=10, save_every=5), tmp_path / "s",
+          run_config={"kind": "toy", "model": TOY}, resume=True)  # fmt: skip
+    assert data.drawn == 10  # 5 restored + 5 drawn after resuming
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        train(build_toy(TOY), RMSObjective(), ToyData(), _cfg(steps=2, grad_checkpointing=True))
+    with pytest.raises(ValueError, match="not parameters of the model"):
+        train(
+            build_toy(TOY),
+            RMSObjective(),
+            ToyData(),
+            _cfg(steps=2),
+            params=[torch.nn.Parameter(torch.ones(1))],
+        )
