@@ -219,9 +219,9 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint ``model.safetensors`` + ``state/`` (rank 0 writes; every rank must call)."""
+        self._check_finite_weights()  # every rank holds the same weights, so all stop together
         rngs = dist_utils.all_gather_objects(capture_rng())
         if self.writes:
-            self._check_finite_weights()
             model_cfg = self.run_config.get("model")
             st = RunState(
                 step=self.step,
