@@ -5,7 +5,7 @@ frozen dynamics transformer):
 
 | module                | writes                                                                  |
 |-----------------------|-------------------------------------------------------------------------|
-| :func:`policy_actor`  | ``("action", "move")`` ``[...]``, ``("action", "keys")`` ``[..., 8]``, ``"action_log_prob"`` |
+| :class:`PolicyModule` | ``("action", "move")`` ``[...]``, ``("action", "keys")`` ``[..., 8]``      |
 | :func:`value_module`  | ``"state_value"`` ``[..., 1]`` (the two-hot value head's expectation)     |
 
 The actor samples from the policy head at one MTP distance with its own ``torch.Generator`` so a
@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torch import Tensor, nn
 
 from lol_dreamer.models.heads import AgentHeads, ValueHead
@@ -41,7 +43,7 @@ class ImagineActor:
 
     def __init__(self, heads: AgentHeads, mtp_distance: int = 0, seed: int = 0) -> None:
         self.policy = Policy(heads, None, mtp_distance=mtp_distance, seed=seed)
-        self.module = self.policy.as_torchrl_actor(in_key="agent_features", composite=True)
+        self.module = PolicyModule(self.policy)
 
     @property
     def generator(self) -> torch.Generator:
@@ -58,6 +60,36 @@ class ImagineActor:
     def act(self, h: Tensor) -> Tensor:
         """Sample actions ``int64 [..., 9]`` for features ``h [..., d]`` (no gradient)."""
         return self.policy.act_features(h)
+
+
+class PolicyModule(TensorDictModuleBase):
+    """``agent_features [N, d]`` → ``("action", "move") [N]`` and ``("action", "keys") [N, 8]``,
+    sampled from :class:`~lol_dreamer.policy.Policy` (its generator).
+
+    No log-probability is stored: the PMPO loss recomputes ``ln π(a|s)`` with gradients from the
+    features, so computing it during collection would be wasted work on every step.
+
+    Writes straight into the input TensorDict: a plain ``TensorDictModule`` converts every output
+    through ``TensorDict.from_any``, which costs an import-system lookup per tensor per step and
+    was the largest single TorchRL overhead of a collector step (benchmarks/bench_collector.py).
+
+    Args:
+        policy: the policy (head at one MTP distance + sampling generator).
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.heads = policy.heads
+        self.in_keys = ["agent_features"]
+        self.out_keys = [("action", "move"), ("action", "keys")]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        with torch.no_grad():
+            a = self.policy.act_features(tensordict.get("agent_features"))
+        tensordict.set(("action", "move"), a[..., 0])
+        tensordict.set(("action", "keys"), a[..., 1:])
+        return tensordict
 
 
 class _ValueNet(nn.Module):

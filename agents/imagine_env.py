@@ -200,14 +200,28 @@ class ImaginationEnv(DreamTorchEnv):
         )
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        out = super()._step(tensordict)
-        cont = self.wm.continue_prob(self.dream.agent_features)  # [N]
-        zeros = torch.zeros(self.num_envs, 1, dtype=torch.bool, device=self.device)
-        out.set("continue", cont[:, None])
-        out.set("terminated", zeros)
-        out.set("truncated", zeros.clone())
-        out.set("done", zeros.clone())
-        return out
+        n = self.num_envs
+        move = tensordict.get(("action", "move")).reshape(n, 1).long()
+        keys = tensordict.get(("action", "keys")).reshape(n, -1).long()
+        out = self.dream.step(torch.cat((move, keys), dim=1))
+        self._elapsed += 1
+        zeros = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
+        # The step's tensors are fresh (the dream rebinds, never overwrites, its agent features);
+        # the latent buffer is written in place by partial resets, so it is copied.
+        return TensorDict(
+            {
+                "latent": out.latent.clone(),
+                "task": self.dream.tasks.clone(),
+                "agent_features": out.agent_features,
+                "reward": out.reward.float()[:, None],
+                "continue": out.continue_prob.float()[:, None],
+                "done": zeros,
+                "terminated": zeros.clone(),
+                "truncated": zeros.clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
 
 
 class ImaginationRollouts:
@@ -220,7 +234,7 @@ class ImaginationRollouts:
         seed: base seed of the action sampling.
 
     The TensorDict has the collector's layout (batch ``[N, H]``, time last): ``agent_features``,
-    ``latent``, ``("action", "move" | "keys")``, ``action_log_prob`` and under ``"next"`` the same
+    ``latent``, ``("action", "move" | "keys")`` and under ``"next"`` the same
     observations plus ``reward`` ``[N, H, 1]``, ``continue`` ``[N, H, 1]`` and the done flags.
     """
 
@@ -282,7 +296,7 @@ class ImaginationRollouts:
             h = out.agent_features
             nxt.append(h)
             rew.append(out.reward)
-            cont.append(env.wm.continue_prob(h))
+            cont.append(out.continue_prob)
         return {
             "agent_features": torch.stack(feats, 1),
             "action": torch.stack(acts, 1),
