@@ -185,3 +185,18 @@ def test_bad_arguments_are_explained():
     state = s.start(n_streams=2)
     with pytest.raises(ValueError, match="actions must be"):
         s.step(state, torch.zeros(2, 8, dtype=torch.long))
+
+
+def test_generation_depends_on_relative_positions_only():
+    # A stream restarted late in a very long rollout (positions ~ 10^7) generates what a fresh stream
+    # at position 0 generates: RoPE angles stay exact however far positions have grown.
+    model = _model(context=4)
+    ctx, acts = torch.randn(1, 3, 8, 4), _actions(1, 6)
+    outs = []
+    for first in (0, 10**7 + 3):
+        s = Sampler(model, k=4)
+        g = torch.Generator().manual_seed(9)
+        state = s.start(ctx, _actions(1, 3), generator=g, start_pos=torch.tensor([first]))
+        outs.append(torch.stack([s.step(state, acts[:, f], generator=g)[0] for f in range(6)], 1))
+        assert int(state.pos[0]) == first + 3 + 6
+    assert (outs[0] - outs[1]).abs().max() <= 1e-4

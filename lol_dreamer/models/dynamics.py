@@ -383,7 +383,7 @@ class DynamicsModel(nn.Module):
         s = x.shape[2]
         space_mask = self.space_mask if cfg.n_agent else None
         space_rope = (self.space_cos, self.space_sin)
-        cos, sin = rope_angles(positions, self.head_dim)  # b t e/2
+        cos, sin = time_rope_angles(positions, self.head_dim)  # b t e/2
         time_rope = (
             cos.repeat_interleave(s, dim=0),
             sin.repeat_interleave(s, dim=0),
@@ -466,6 +466,24 @@ class DynamicsModel(nn.Module):
         if independent is not None:
             mask = mask & ((k == q) | ~independent[:, None, None])
         return mask.repeat_interleave(s, dim=0)[:, None]
+
+
+def time_rope_angles(
+    positions: Tensor, head_dim: int, base: float = 10000.0
+) -> tuple[Tensor, Tensor]:
+    """RoPE ``(cos, sin)`` ``[..., e/2]`` for time positions, exact at any position.
+
+    Rollouts keep increasing positions forever; float32 ``position × frequency`` loses the angle
+    once positions reach ~10^6, so angles are formed in float64 and reduced modulo 2π first (float32
+    where the device has no float64, e.g. MPS). Same values as ``layers.rope_angles`` otherwise.
+    """
+    if positions.device.type == "mps":
+        return rope_angles(positions, head_dim, base)
+    inv_freq = base ** (
+        -torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float64) / head_dim
+    )
+    ang = torch.remainder(positions.double().unsqueeze(-1) * inv_freq, 2 * math.pi).float()
+    return ang.cos(), ang.sin()
 
 
 def build_dynamics(model: dict[str, Any]) -> DynamicsModel:
