@@ -192,7 +192,10 @@ def bench_memory(wm, steps: int, every: int) -> dict[str, Any]:
 def run_batched(wm, args: argparse.Namespace) -> dict[str, Any]:
     """Vector and TorchRL env steps/s at every N, with and without decoding, and the batching gain."""
     rows = []
-    for kind, fn in (("vector", bench_vector), ("torchrl", bench_torchrl)):
+    kinds = [
+        (k, f) for k, f in (("vector", bench_vector), ("torchrl", bench_torchrl)) if k in args.envs
+    ]
+    for kind, fn in kinds:
         for decode in (True, False):
             for n in args.ns:
                 steps = max(3, args.steps // max(1, n // 8))
@@ -204,7 +207,7 @@ def run_batched(wm, args: argparse.Namespace) -> dict[str, Any]:
                 )
     lo, hi = min(args.ns), max(args.ns)
     table, gains = {}, {}
-    for kind in ("vector", "torchrl"):
+    for kind, _ in kinds:
         for decode in (True, False):
             name = f"{kind}_decode_{'on' if decode else 'off'}"
             table[name] = {
@@ -280,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["batch1", "batched", "memory"],
         choices=("batch1", "batched", "memory"),
         help="what to run (default: all)",
+    )
+    p.add_argument(
+        "--envs",
+        nargs="+",
+        default=["vector", "torchrl"],
+        choices=("vector", "torchrl"),
+        help="batched envs to time (default: both)",
     )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
