@@ -92,7 +92,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
 
     | world model           | reward                                                    | ``info["reward_source"]`` |
     |-----------------------|-----------------------------------------------------------|---------------------------|
-    | with agent heads      | the reward head's prediction for the episode's task        | ``"reward_head"``         |
+    | with agent heads      | the reward head (MTP distance 0) on the new frame's agent features, whose tokens carry the episode's task | ``"reward_head"`` |
     | dynamics only         | 0                                                         | ``"none: …"``              |
 
     ## Starting state
@@ -120,6 +120,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     | ``task``            | None    | "farm" / "fight" / "push" or id; None = the start clip's task   |
     | ``render_mode``     | None    | "rgb_array" or "human" (pygame window)                         |
     | ``max_episode_steps`` | None  | truncate after this many steps                                  |
+    | ``world_model``     | None    | an already loaded ``WorldModel`` (overrides ``checkpoint``; shares weights between envs) |
     | ``torch_threads``   | 1       | torch intra-op threads set at construction (batch-1 inference is usually fastest on 1 thread of a busy CPU); None leaves the setting alone |
 
     All randomness (start-clip choice, sampler noise) comes from ``np_random``: the same seed gives the

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from lol_dreamer.actions import ACTION_DIM, TASKS
-from lol_dreamer.io import atomic_write_json, read_json
+from lol_dreamer.io import atomic_write_json
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "default"
 STARTS_FILE = "starts.safetensors"
@@ -245,7 +245,8 @@ def load_world_model(
             default model bundled at ``lol_dreamer/assets/default/``.
         device: where to put the models.
     Returns:
-        A :class:`WorldModel` in eval mode.
+        A :class:`WorldModel` in eval mode with frozen parameters (``requires_grad=False``); a
+        trainer that fine-tunes a part re-enables gradients on that part.
     Raises:
         FileNotFoundError: the folder or one of its files is missing (the message names it).
         ValueError: a file is damaged or does not match its config (the message names file and fix).
@@ -372,8 +373,3 @@ def save_world_model(
     save_weights(out / "model.safetensors", model, model_config)
     atomic_write_json(out / "config.json", cfg)
     return out
-
-
-def read_world_model_config(path: str | os.PathLike) -> dict[str, Any]:
-    """``config.json`` of a world-model folder (for tools that need metadata without loading weights)."""
-    return read_json(Path(path) / "config.json")
