@@ -199,3 +199,31 @@ def test_cli_play_runs_headless(folder, capsys):
         )
         == 0
     )
+
+
+def test_tab_hands_control_to_the_agent(folder, monkeypatch):
+    session = PlaySession(
+        PlayOptions(world_model=str(folder), agent=str(folder), fps=0, max_frames=4, scale=1)
+    )
+    calls: list[np.ndarray] = []
+    real_act = session.agent.act
+
+    def act(env, last_action=None):
+        a = real_act(env, last_action=last_action)
+        calls.append(a)
+        return a
+
+    monkeypatch.setattr(session.agent, "act", act)
+    taken: list[np.ndarray] = []
+    real_step = session.step
+    session.step = lambda a: (taken.append(a.copy()), real_step(a))
+
+    def before(i: int) -> None:
+        if i == 2:
+            pygame.event.post(_key(pygame.KEYDOWN, pygame.K_TAB))
+
+    session.run(before_frame=before)
+    assert session.agent_control and len(calls) == 2
+    assert [int(a[0]) for a in taken[:2]] == [STAND, STAND]
+    for a, c in zip(taken[2:], calls):
+        np.testing.assert_array_equal(a, c)
