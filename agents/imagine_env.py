@@ -254,6 +254,9 @@ class ImaginationRollouts:
             reset_at_each_iter=True,
             device=env.device,
             auto_register_policy_transforms=False,
+            # every row of a batch is one whole trajectory, so trajectory ids are redundant; not
+            # tracking them saves ~0.9 ms of TensorDict work per step (benchmarks/bench_collector.py)
+            track_traj_ids=False,
         )
         self._iter = iter(self.collector)
 
