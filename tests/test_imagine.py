@@ -213,3 +213,32 @@ def test_cli_writes_a_loadable_run_folder_and_resume_reproduces(setup, monkeypat
         load_state_dict_file(part / "model.safetensors"),
     )
     assert _same(a, b)
+
+
+def test_collected_rollouts_fit_torchrl_td_lambda_with_the_value_module(setup):
+    from torchrl.objectives.value import TDLambdaEstimator
+
+    from lol_dreamer.agents.actor import value_module
+    from lol_dreamer.agents.returns import td_lambda_returns
+
+    _, agent, data = setup
+    im = _build(agent, data)
+    td = im.rollouts.sample(0)
+    im.rollouts.close()
+    value = im.model.heads.value
+    with torch.no_grad():
+        value.out.weight.normal_(0.0, 0.5)  # a non-trivial value function
+    g = torch.Generator().manual_seed(0)
+    term = torch.rand(N, H, 1, generator=g) < 0.3
+    td.set(("next", "terminated"), term)
+    td.set(("next", "done"), term.clone())
+    vm = value_module(value)
+    est = TDLambdaEstimator(gamma=0.997, lmbda=0.95, value_network=vm)
+    with torch.no_grad():
+        est(td)
+        h = torch.cat((td["agent_features"], td["next", "agent_features"][:, -1:]), 1)
+        values = value.predict(h)
+        ref = td_lambda_returns(td["next", "reward"][..., 0], 1.0 - term[..., 0].float(), values)
+    torch.testing.assert_close(td["state_value"][..., 0], values[:, :-1])
+    # TorchRL resets the recursion at every done step; with c = 0 there, eq. 10 does the same
+    torch.testing.assert_close(td["value_target"][..., 0], ref, rtol=1e-5, atol=1e-5)
