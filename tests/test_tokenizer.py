@@ -220,3 +220,14 @@ def test_structured_attention_equals_dense_masked_attention(window):
     tok.dense_attention = True
     torch.testing.assert_close(tok.encode(x), z, rtol=0, atol=1e-5)
     torch.testing.assert_close(tok.decode(z, clamp=False), y, rtol=0, atol=1e-5)
+
+
+def test_meta_built_model_materialises_correctly():
+    tok = make_tok()
+    with torch.device("meta"):
+        lazy = TransformerTokenizer(tok.cfg)
+    lazy = lazy.to_empty(device="cpu")
+    lazy.load_state_dict(tok.state_dict())
+    lazy.eval()
+    x = torch.rand(1, 3, 3, RES, RES)
+    torch.testing.assert_close(lazy.decode(lazy.encode(x)), tok.decode(tok.encode(x)))

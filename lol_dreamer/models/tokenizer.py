@@ -101,14 +101,15 @@ class TransformerTokenizer(nn.Module):
         nn.init.zeros_(self.to_pixels.weight)  # start from mid-grey
         nn.init.zeros_(self.to_pixels.bias)
         # Per-frame token order: encoder [patches, latents]; decoder [latents, patch queries].
-        self.register_buffer("_enc_is_latent", torch.arange(P + N) >= P, persistent=False)
-        self.register_buffer("_dec_is_latent", torch.arange(N + P) < N, persistent=False)
-        self.register_buffer(
-            "_enc_pos", torch.cat((self._patch_grid(), self._latent_grid())), persistent=False
-        )
-        self.register_buffer(
-            "_dec_pos", torch.cat((self._latent_grid(), self._patch_grid())), persistent=False
-        )
+        # Token kinds and positions are plain tensors, not buffers, so a model built on the meta
+        # device and materialised later (``to_empty`` + ``load_state_dict``) keeps them right.
+        is_lat = torch.arange(P + N, device="cpu") >= P
+        self._is_latent = {"enc": is_lat, "dec": is_lat.flip(0)}
+        patches, latents = self._patch_grid(), self._latent_grid()
+        self._positions = {
+            "enc": torch.cat((patches, latents)),
+            "dec": torch.cat((latents, patches)),
+        }
         self.dense_attention = False  # True: reference dense masked attention in clip mode (tests)
         half = cfg.dim // cfg.heads // 2
         self.rope_sections = (half - 2 * (half // 3), half // 3, half // 3)
@@ -119,7 +120,8 @@ class TransformerTokenizer(nn.Module):
 
     def _patch_grid(self) -> Tensor:
         g = self.cfg.res // self.cfg.patch
-        rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        ar = torch.arange(g, device="cpu")
+        rows, cols = torch.meshgrid(ar, ar, indexing="ij")
         return torch.stack((rows.flatten(), cols.flatten()), -1).float()  # P 2
 
     def _latent_grid(self) -> Tensor:
@@ -129,14 +131,16 @@ class TransformerTokenizer(nn.Module):
         while n % side:
             side -= 1
         rows, cols = side, n // side
-        i = torch.arange(n)
+        i = torch.arange(n, device="cpu")
         r = (i // cols + 0.5) * g / rows - 0.5
         c = (i % cols + 0.5) * g / cols - 0.5
         return torch.stack((r, c), -1).float()  # N 2
 
     # ----------------------------------------------------------------------------------- helpers
-    def _rope(self, spatial: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
-        """Axial RoPE angles for ``times [t]`` × ``spatial [s, 2]`` → each ``[t*s, e/2]``."""
+    def _rope(self, kind: str, times: Tensor) -> tuple[Tensor, Tensor]:
+        """Axial RoPE angles of the ``kind`` token layout at frame indices ``times [t]`` → each
+        ``[t*s, e/2]``."""
+        spatial = self._positions[kind].to(times.device)
         t, s = times.shape[0], spatial.shape[0]
         pos = torch.cat(
             (times.double()[:, None, None].expand(t, s, 1), spatial.double()[None].expand(t, s, 2)),
@@ -148,7 +152,7 @@ class TransformerTokenizer(nn.Module):
         )
 
     def _clip_mask(self, kind: str, t: int, device: torch.device) -> Tensor:
-        is_lat = self._enc_is_latent if kind == "enc" else self._dec_is_latent
+        is_lat = self._is_latent[kind].to(device)
         s = is_lat.shape[0]
         frame = torch.arange(t, device=device).repeat_interleave(s)
         lat = is_lat.repeat(t)
@@ -314,7 +318,7 @@ class TransformerTokenizer(nn.Module):
         else:
             drop = self._drop_mask(b, t, mask_ratio, frames.device)
         x = self._embed_frames(frames, drop)  # b t s d
-        rope = self._rope(self._enc_pos, torch.arange(t, device=frames.device))
+        rope = self._rope("enc", torch.arange(t, device=frames.device))
         x = self._run_clip(x, self.enc_blocks, rope, "enc")
         return self._bottleneck(x[:, :, self.cfg.n_patches :])
 
@@ -332,7 +336,7 @@ class TransformerTokenizer(nn.Module):
             raise ValueError(f"expected z [b, t, {c.n_z}, {c.d_z}], got {tuple(z.shape)}")
         t = z.shape[1]
         x = self._embed_latents(z)  # b t s d
-        rope = self._rope(self._dec_pos, torch.arange(t, device=z.device))
+        rope = self._rope("dec", torch.arange(t, device=z.device))
         x = self._run_clip(x, self.dec_blocks, rope, "dec")
         return self._to_frames(x[:, :, c.n_latents :], clamp)
 
@@ -387,7 +391,7 @@ class _Stream:
         for _, valid in self.frames:
             valid &= ~rows.to(valid.device)
 
-    def _run(self, x: Tensor, blocks: nn.ModuleList, pos: Tensor) -> Tensor:
+    def _run(self, x: Tensor, blocks: nn.ModuleList) -> Tensor:
         """Run one frame's tokens ``x [b, 1, s, d]`` through ``blocks`` against the cache, then cache
         this frame's readable keys/values."""
         tok, b, dev = self.tok, x.shape[0], x.device
@@ -395,7 +399,7 @@ class _Stream:
             raise ValueError(f"this stream was opened for batch {self.batch}, got a batch of {b}")
         window = tok.cfg.window
         past = list(self.frames) if window else []
-        rope = tok._rope(pos, torch.tensor([self.t], device=dev))
+        rope = tok._rope(self.kind, torch.tensor([self.t], device=dev))
         ok = None
         if past:  # validity of every cached key, oldest frame first
             m = past[0][0][0][0].shape[2]
@@ -410,7 +414,7 @@ class _Stream:
             a, (k, v) = tok._attention(blk, blk.norm1(x), rope, self.kind, cached)
             x = x + a
             x = x + blk.mlp(blk.norm2(x))
-            new_cache.append((k[:, :, 0], v[:, :, 0]))
+            new_cache.append((k[:, :, 0].contiguous(), v[:, :, 0].contiguous()))  # own storage
         if window:
             self.frames.append((new_cache, torch.ones(b, dtype=torch.bool, device=dev)))
         self.t += 1
@@ -428,7 +432,7 @@ class EncoderStream(_Stream):
         tok = self.tok
         check_frames(frame, tok.cfg, ndim=4)
         x = tok._embed_frames(frame[:, None], None)  # b 1 s d
-        x = self._run(x, tok.enc_blocks, tok._enc_pos)
+        x = self._run(x, tok.enc_blocks)
         return tok._bottleneck(x[:, :, tok.cfg.n_patches :])[:, 0]
 
 
@@ -444,5 +448,5 @@ class DecoderStream(_Stream):
         if z.dim() != 3 or tuple(z.shape[-2:]) != (c.n_z, c.d_z):
             raise ValueError(f"expected z [b, {c.n_z}, {c.d_z}], got {tuple(z.shape)}")
         x = tok._embed_latents(z[:, None])  # b 1 s d
-        x = self._run(x, tok.dec_blocks, tok._dec_pos)
+        x = self._run(x, tok.dec_blocks)
         return tok._to_frames(x[:, :, c.n_latents :], clamp)[:, 0]
