@@ -10,13 +10,18 @@ Per new frame at time position ``p``:
    :meth:`Sampler.start` are noised and labelled the same way.
 
 The cache keeps ``context - 1`` past frames per stream, so the cost and memory of a frame do not grow
-with the rollout; positions increase monotonically per stream. The uncached path (``use_cache=False``)
-recomputes the window every denoising pass from the stored noisy context and draws the same noise, so
-the two paths agree (``tests/test_sampler.py``).
+with the rollout; positions increase monotonically per stream (also across :meth:`Sampler.reset_streams`).
+The uncached path (``use_cache=False``) stores the noisy context entries instead and recomputes them
+in every denoising pass, drawing the same noise. Recomputing the last ``context`` frames (the default,
+what a cache-less live loop does) equals the cached path while the rollout fits in the window; with
+``uncached_window=None`` it recomputes the whole history with the same windowed attention and equals
+the cached path at any length (``tests/test_sampler.py``). Beyond the window the two differ because
+a cached frame keeps the keys/values it had when written, which saw up to ``context - 1`` frames
+before it.
 
 Random draws per :meth:`Sampler.step`, in order, all from ``generator``: the initial noise
 ``[N, n_z, d_z]``, then the context noise ``[N, n_z, d_z]``. :meth:`Sampler.start` draws the context
-noise ``[N, C, n_z, d_z]`` when a context is given.
+noise ``[N, C, n_z, d_z]`` when a context is given. A generator must live on the model's device.
 
 Dimension letters: ``N`` streams, ``C`` context frames, ``n`` = n_z, ``c`` = d_z.
 """
