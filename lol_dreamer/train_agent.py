@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.data} has {len(dataset)} episode; at least 2 are needed (one is held out)"
         )
-    train_set, held = dataset.split(held_out=args.held_out, seed=args.seed)
+    train_set, held = dataset.split(held_out=args.held_out, seed=args.split_seed)
 
     base_cfg, base_state = parent_dynamics(wm)
     dyn_cfg = with_agent_tokens(base_cfg, args.agent_tokens)
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             "train_frames": train_set.total_frames,
             "relevant_windows": sampler.num_relevant_windows,
             "held_out": args.held_out,
-            "split_seed": args.seed,
+            "split_seed": args.split_seed,
             "held_out_episodes": list(held.names),
             "seq_len": [short, long],
         },

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.data} has {len(dataset)} episode; at least 2 are needed (one is held out)"
         )
-    train_set, held = dataset.split(held_out=args.held_out, seed=args.seed)
+    train_set, held = dataset.split(held_out=args.held_out, seed=args.split_seed)
 
     overrides = {"context": args.context} if args.context else {}
     if args.resume and (out / "config.json").exists():
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             "episodes": len(dataset),
             "train_frames": train_set.total_frames,
             "held_out": args.held_out,
-            "split_seed": args.seed,
+            "split_seed": args.split_seed,
             "held_out_episodes": list(held.names),
             "seq_len": [short, long],
         },

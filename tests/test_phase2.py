@@ -218,6 +218,15 @@ def test_train_agent_writes_a_complete_agent_world_model(world_model):
     # the start clips, clips and tokenizer are the parent's
     for f in ("starts.safetensors", "clips.safetensors", "tokenizer/model.safetensors"):
         assert (out / f).read_bytes() == (wm / f).read_bytes()
+    # resume continues the same run
+    argv = [a if a != "3" else "4" for a in argv]
+    assert main([*argv, "--resume"]) == 0
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+    ]
     loaded = load_world_model(out)
     assert loaded.has_heads and loaded.dynamics.cfg.n_agent == 1
     # the transformer started from the parent's weights (one shared step size later, still close)

@@ -43,6 +43,12 @@ def add_loop_args(p: argparse.ArgumentParser, steps: int, batch_size: int, lr: f
         default=0.1,
         help="fraction of episodes held out (default %(default)s)",
     )
+    a(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="train/held-out split seed, as in `train tokenizer` (default %(default)s)",
+    )
     a("--resume", action="store_true", help="continue the run in --out from its state/")
     a("--seed", type=int, default=0, help="random seed (default %(default)s)")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
