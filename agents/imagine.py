@@ -170,6 +170,13 @@ def acting_distance(cfg: dict[str, Any]) -> int:
     return int(model.get("mtp_distance", cfg.get("act_distance", 0)))
 
 
+def without_held_out(dataset: Any, agent_cfg: dict[str, Any]) -> Any:
+    """``dataset`` minus the episodes the phase-2 run held out (kept when nothing else is left)."""
+    held = set((agent_cfg.get("data") or {}).get("held_out_episodes") or [])
+    keep = [i for i, name in enumerate(dataset.names) if name not in held]
+    return dataset.subset(keep) if keep and len(keep) < len(dataset) else dataset
+
+
 def build_imagination(
     agent: str | Path,
     cfg: ImagineConfig,
@@ -227,6 +234,7 @@ def build_imagination(
 
         dataset = open_dataset(data)
         check_latents(dataset, agent / "tokenizer", wm.n_z, wm.d_z)
+        dataset = without_held_out(dataset, agent_cfg)
         contexts: Any = DatasetContexts(dataset, cfg.batch, length, seed=seed)
     else:
         contexts = StartClipContexts(wm, cfg.batch, length, seed=seed)
@@ -244,7 +252,7 @@ def build_imagination(
 def run_config(im: Imagination, agent: Path, data: str | Path | None) -> dict[str, Any]:
     """``config.json`` of a phase-3 run: an agent world model of kind ``"imagine"``."""
     model_cfg = {**im.model.config, "mtp_distance": im.actor.mtp_distance}
-    a = im.agent_config
+    a, ctx = im.agent_config, im.env.contexts
     return {
         "kind": "imagine",
         "model": model_cfg,
@@ -257,7 +265,8 @@ def run_config(im: Imagination, agent: Path, data: str | Path | None) -> dict[st
         "prior": {"run": str(agent.resolve()), "head": "policy", "mtp_distance": im.actor.mtp_distance},
         "imagine": {**im.config.to_dict(), "context": im.env.contexts.length},
         "data": {"path": str(Path(data).resolve()) if data is not None else None,
-                 "contexts": "dataset windows" if data is not None else "start clips"},
+                 "contexts": "dataset windows" if data is not None else "start clips",
+                 "episodes": [*ctx.sampler.dataset.names] if isinstance(ctx, DatasetContexts) else None},
         "world_model": dict(a.get("world_model") or {}),
     }  # fmt: skip
 

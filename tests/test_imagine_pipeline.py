@@ -90,6 +90,8 @@ def test_train_imagine_on_a_train_agent_folder(tmp_path):
     assert cfg["kind"] == "imagine" and cfg["parent"] == str(bc.resolve()) and cfg["task"] == "farm"
     assert cfg["act_distance"] == bc_cfg["act_distance"] == 0
     assert cfg["model"]["dynamics"] == bc_cfg["model"]["dynamics"]
+    held = set(bc_cfg["data"]["held_out_episodes"])
+    assert held and not held & set(cfg["data"]["episodes"])  # contexts avoid the held-out episodes
     rows = [json.loads(x) for x in (pmpo / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["loss_kl"] == 0.0 and rows[1]["loss_kl"] > 0.0
