@@ -200,3 +200,16 @@ def test_generation_depends_on_relative_positions_only():
         outs.append(torch.stack([s.step(state, acts[:, f], generator=g)[0] for f in range(6)], 1))
         assert int(state.pos[0]) == first + 3 + 6
     assert (outs[0] - outs[1]).abs().max() <= 1e-4
+
+
+def test_generate_matches_start_and_step():
+    model = _model()
+    ctx, ctx_act, acts = torch.randn(2, 2, 8, 4), _actions(2, 2), _actions(2, 4, 5)
+    stepped, _, _ = _run(model, True, n_frames=4, ctx=ctx, ctx_act=ctx_act, acts=acts)
+    s = Sampler(model, k=4)
+    gen = s.generate(4, ctx, ctx_act, acts, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(gen, stepped)
+    # K = 1 and K = 64 are valid step counts too
+    for k in (1, 64):
+        z = Sampler(model, k=k).generate(2, ctx, ctx_act, acts[:, :2])
+        assert z.shape == (2, 2, 8, 4) and bool(torch.isfinite(z).all())
