@@ -12,7 +12,7 @@ from lol_dreamer.envs.lane.brain import decide
 from lol_dreamer.envs.lane.env import LaneEnv
 from lol_dreamer.envs.lane.scripted import ScriptedPlayer
 
-SEEDS = range(5)
+SEEDS = range(8)
 STEPS = 500
 MARGIN = {"farm": 2.0, "fight": 1.0, "push": 0.8}
 
@@ -37,7 +37,7 @@ def test_scripted_player_beats_random(task):
     scripted = [_episode_return(task, s, "scripted") for s in SEEDS]
     random = [_episode_return(task, s, "random") for s in SEEDS]
     assert np.mean(scripted) > np.mean(random) + MARGIN[task], (scripted, random)
-    assert sum(a > b for a, b in zip(scripted, random)) >= 2
+    assert sum(a > b for a, b in zip(scripted, random)) >= 4
 
 
 def test_scripted_actions_are_valid_and_seeded():

@@ -29,6 +29,7 @@ from .rules import (
     MANA_COST,
     MINION_RADIUS,
     Q_RANGE,
+    Q_SPEED,
     R_RADIUS,
     TOWER_POS,
     TOWER_RADIUS,
@@ -264,11 +265,23 @@ def _time_to_kill(att: Champion, vic: Champion) -> float:
     return max(vic.hp + vic.shield - burst, 0.0) / dps
 
 
-def _fight(p: _Plan, snap: Snapshot, side: int) -> None:
+def _lead(snap: Snapshot, side: int, mem: dict) -> tuple[float, float]:
+    """Where to aim a Q at the enemy champion: its position plus its last velocity × flight time."""
+    me, foe = snap.champs[side], snap.champs[1 - side]
+    prev = mem.get("foe")
+    mem["foe"] = (snap.frame, foe.x, foe.y)
+    if prev is None or prev[0] != snap.frame - 1 or not foe.alive:
+        return foe.x, foe.y
+    t = _dist(me, foe.x, foe.y) / Q_SPEED
+    return foe.x + (foe.x - prev[1]) * t, foe.y + (foe.y - prev[2]) * t
+
+
+def _fight(p: _Plan, snap: Snapshot, side: int, aim: tuple[float, float] | None = None) -> None:
     me, foe = p.me, snap.champs[1 - side]
     if not foe.alive:
         _hold_back(p, snap, side)
         return
+    ax, ay = aim if aim is not None else (foe.x, foe.y)
     d = _dist(me, foe.x, foe.y)
     theirs = foe.hp / foe.max_hp
     dive = _tower_unsafe(snap, side, foe.x, foe.y, strict=True)
@@ -280,13 +293,14 @@ def _fight(p: _Plan, snap: Snapshot, side: int) -> None:
             p.key("R")
         if d <= CHAMP_RANGE + 2.0:
             if me.cd[0] == 0 and p.key("Q"):
-                p.toward(foe.x, foe.y, stop=0.0)
+                p.toward(ax, ay, stop=0.0)
                 return
             _attack(p, snap, side, -1, foe.x, foe.y)
             return
-        p.toward(foe.x, foe.y, stop=0.0)
-        if d < Q_RANGE - 8.0:
-            p.key("Q")
+        if d < Q_RANGE - 8.0 and p.key("Q"):
+            p.toward(ax, ay, stop=0.0)
+        else:
+            p.toward(foe.x, foe.y, stop=0.0)
         if CHAMP_RANGE + 4.0 < d < CHAMP_RANGE + 14.0:
             p.key("E")
         return
@@ -298,7 +312,7 @@ def _fight(p: _Plan, snap: Snapshot, side: int) -> None:
         else:
             p.away(foe.x, foe.y)
     elif d < Q_RANGE - 6.0 and me.cd[0] == 0 and p.key("Q"):
-        p.toward(foe.x, foe.y, stop=0.0)
+        p.toward(ax, ay, stop=0.0)
     elif d > 34.0:
         if _tower_unsafe(snap, side, foe.x, foe.y) and d < 40.0:
             _hold_back(p, snap, side)
@@ -317,6 +331,7 @@ def decide(snap: Snapshot, side: int, mode: str, mem: dict) -> np.ndarray:
     """
     me = snap.champs[side]
     p = _Plan(me)
+    aim = _lead(snap, side, mem)
     if not me.alive or _survive(p, snap, side, mem):
         return p.a
     if mode == "farm":
@@ -325,13 +340,13 @@ def decide(snap: Snapshot, side: int, mode: str, mem: dict) -> np.ndarray:
     elif mode == "push":
         _push(p, snap, side)
     elif mode == "fight":
-        _fight(p, snap, side)
+        _fight(p, snap, side, aim)
         _avoid_tower(p, snap, side, strict=snap.champs[1 - side].alive)
     elif mode == "lane":
         foe = snap.champs[1 - side]
         provoked = foe.aggro_t > 0 or _time_to_kill(me, foe) < 0.7 * _time_to_kill(foe, me)
         if foe.alive and _dist(me, foe.x, foe.y) < 18.0 and me.hp > 0.4 * me.max_hp and provoked:
-            _fight(p, snap, side)
+            _fight(p, snap, side, aim)
         else:
             _farm(p, snap, side)
         _avoid_tower(p, snap, side)

@@ -1,8 +1,9 @@
 """``ScriptedPlayer``: a decent, not optimal, demonstrator for each LaneSim task.
 
 It reads the true game state of ``env.unwrapped`` (not pixels). ``skill`` ∈ [0, 1] sets how sloppy it
-is: with probability ``epsilon = 0.4·(1 − skill)`` a frame's action is uniformly random, and it acts on
-the state ``delay = round(6·(1 − skill))`` frames old (reaction time).
+is: with probability ``epsilon = 0.4·(1 − skill)`` a frame's action is random (uniform movement bin,
+each key pressed with probability ``KEY_NOISE``), and it acts on the state ``delay = round(6·(1 − skill))``
+frames old (reaction time).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import numpy as np
 from lol_dreamer.actions import ACTION_NVEC, TASKS
 
 from .brain import decide
+
+KEY_NOISE = 0.03
 
 
 class ScriptedPlayer:
@@ -48,6 +51,13 @@ class ScriptedPlayer:
         self.rng = np.random.default_rng(seed)
         self.mem: dict = {}
 
+    def noise_action(self) -> np.ndarray:
+        """A random action: uniform movement bin, each key pressed with probability ``KEY_NOISE``."""
+        a = np.zeros(len(ACTION_NVEC), dtype=np.int64)
+        a[0] = self.rng.integers(ACTION_NVEC[0])
+        a[1:] = self.rng.random(len(ACTION_NVEC) - 1) < KEY_NOISE
+        return a
+
     def act(self, env: gym.Env) -> np.ndarray:
         """The next action ``int64 [9]`` for ``env`` (any wrapper around a ``LaneEnv``)."""
         lane = env.unwrapped
@@ -56,6 +66,6 @@ class ScriptedPlayer:
             raise RuntimeError("reset the environment before asking the scripted player to act")
         task = self.task if self.task in TASKS else TASKS[lane.task]
         if self.rng.random() < self.epsilon:
-            return np.array([self.rng.integers(n) for n in ACTION_NVEC], dtype=np.int64)
+            return self.noise_action()
         snap = game.history[max(0, len(game.history) - 1 - self.delay)]
         return decide(snap, 0, task, self.mem)
