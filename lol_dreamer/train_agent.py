@@ -56,7 +56,11 @@ def heads_config(name: str | None, dim: int, mtp: int) -> Any:
 
 
 def parent_dynamics(wm: Path) -> tuple[Any, dict[str, torch.Tensor]]:
-    """The dynamics config and weights of a world model (a ``dynamics`` or an ``agent`` run)."""
+    """The dynamics config and weights of a world model (a ``dynamics`` or an ``agent`` run).
+
+    From an ``agent`` run only the transformer is taken: its agent tokens, task embedding and heads
+    are left out, so the new phase-2 run starts them afresh.
+    """
     from lol_dreamer.checkpoint import load_run_config, load_state_dict_file
     from lol_dreamer.models.dynamics import DynamicsConfig
 

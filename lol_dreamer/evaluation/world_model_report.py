@@ -131,7 +131,6 @@ def rollout_report(
         report["reward"] = {
             "mae": horizon_table(err, horizons),
             "mae_all": float(err.mean()),
-            "true_mean_abs": float(np.abs(true_rewards).mean()),
             "zero_predictor_mae": float(np.abs(true_rewards).mean()),
         }
     else:
