@@ -1,0 +1,146 @@
+"""Settings of ``lol-dreamer pipeline``: one dataclass, resolved against full-size or ``--quick`` defaults.
+
+Every field left at ``None`` takes its value from :data:`FULL` (the nano default-model recipe) or,
+with ``quick=True``, from :data:`QUICK` (the ``test`` presets and tiny step counts, a few minutes on
+two CPU cores). :meth:`PipelineConfig.resolved` returns the complete settings; the stages read only
+those, so a stage's recorded arguments never depend on which defaults table filled them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# The default-model recipe (nano presets, 128 px). Step counts sized for about 100 minutes of
+# training on two CPU cores; see benchmarks/RESULTS.md ("pipeline") for the measured rates.
+FULL: dict[str, Any] = {
+    "preset": "nano",
+    "res": 128,
+    "episodes": 48,
+    "max_steps": 1000,
+    "collect_task": "mixed",
+    "steps_tokenizer": 1500,
+    "steps_dynamics": 1500,
+    "steps_agent": 600,
+    "steps_imagine": 150,
+    "batch_tokenizer": 8,
+    "batch_dynamics": 8,
+    "batch_agent": 8,
+    "batch_imagine": 16,
+    "horizon": 32,
+    "lpips_weight": 0.2,
+    "save_every": 250,
+    "eval_episodes": 3,
+    "eval_seeds": 3,
+    "eval_max_steps": 1000,
+    "wm_eval_episodes": 8,
+}
+
+# --quick: everything tiny, so the whole pipeline runs in minutes on two CPU cores (the test).
+QUICK: dict[str, Any] = {
+    "preset": "test",
+    "res": 32,
+    "episodes": 4,
+    "max_steps": 160,  # farm: the scripted player's first last hits come after ~90-150 steps
+    "collect_task": None,  # = --task: phase 2 needs episodes of the task with rewards in them
+    "steps_tokenizer": 16,
+    "steps_dynamics": 12,
+    "steps_agent": 8,
+    "steps_imagine": 2,
+    "batch_tokenizer": 2,
+    "batch_dynamics": 2,
+    "batch_agent": 2,
+    "batch_imagine": 2,
+    "horizon": 4,
+    "lpips_weight": 0.0,
+    "save_every": 8,
+    "eval_episodes": 1,
+    "eval_seeds": 2,
+    "eval_max_steps": 20,
+    "wm_eval_episodes": 1,
+}
+
+
+@dataclass
+class PipelineConfig:
+    """What ``lol-dreamer pipeline`` runs (flags of the same names; ``None`` = the default table's).
+
+    Attributes:
+        out: the pipeline folder RUN (``RUN/data``, ``RUN/tokenizer``, ``RUN/world_model``,
+            ``RUN/bc``, ``RUN/pmpo``, ``RUN/eval``, ``RUN/pipeline.json``).
+        data: start from this existing dataset instead of collecting (latents are written into it).
+        quick: the ``test`` presets and tiny step counts (minutes on two CPU cores).
+        task: the agent's task (``farm`` | ``fight`` | ``push``).
+        preset: model size preset of every component.
+        res: LaneSim frame side in pixels.
+        episodes, max_steps, collect_task, workers: the LaneSim collection.
+        steps_*, batch_*: optimiser steps and batch sizes of each trainer.
+        horizon: imagined steps per rollout in phase 3.
+        lpips_weight, lpips_weights: the tokenizer's LPIPS term and backbone weights file.
+        save_every: checkpoint interval of every trainer (what an interrupted stage resumes from).
+        eval_*: real-LaneSim agent evaluation (seeds × episodes, step cap);
+            wm_eval_episodes: held-out episodes of the world-model evaluation.
+        seed: seed of collection and every trainer.
+        device: ``auto``, ``cpu``, ``cuda``…
+    """
+
+    out: str
+    data: str | None = None
+    quick: bool = False
+    task: str = "farm"
+    preset: str | None = None
+    res: int | None = None
+    episodes: int | None = None
+    max_steps: int | None = None
+    collect_task: str | None = None
+    workers: int = 1
+    steps_tokenizer: int | None = None
+    steps_dynamics: int | None = None
+    steps_agent: int | None = None
+    steps_imagine: int | None = None
+    batch_tokenizer: int | None = None
+    batch_dynamics: int | None = None
+    batch_agent: int | None = None
+    batch_imagine: int | None = None
+    horizon: int | None = None
+    lpips_weight: float | None = None
+    lpips_weights: str | None = None
+    save_every: int | None = None
+    eval_episodes: int | None = None
+    eval_seeds: int | None = None
+    eval_max_steps: int | None = None
+    wm_eval_episodes: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting with the defaults filled in (JSON-safe)."""
+        table = QUICK if self.quick else FULL
+        out = asdict(self)
+        for k, v in table.items():
+            if out.get(k) is None:
+                out[k] = v
+        if out["collect_task"] is None:
+            out["collect_task"] = self.task
+        return out
+
+    def command(self) -> str:
+        """The ``lol-dreamer pipeline`` command line that reproduces these settings."""
+        parts = ["lol-dreamer", "pipeline", "--out", self.out]
+        for f in fields(self):
+            if f.name == "out":
+                continue
+            v = getattr(self, f.name)
+            if (
+                v is None
+                or v is False
+                or (f.name in _FLAG_DEFAULTS and v == _FLAG_DEFAULTS[f.name])
+            ):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            parts += [flag] if v is True else [flag, str(v)]
+        return " ".join(shlex.quote(p) for p in parts)
+
+
+_FLAG_DEFAULTS = {"task": "farm", "workers": 1, "seed": 0, "device": "auto"}

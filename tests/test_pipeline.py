@@ -1,0 +1,161 @@
+"""``lol-dreamer pipeline``: the --quick run end to end, resume after an interruption, skipping,
+changed arguments, stage selection, the --data path and failure messages."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from pipeline_fixture import INTERRUPT_AT, quick_config, quick_run
+
+from lol_dreamer.pipeline import StageFailed, marker_path, run_pipeline, select_stages
+from lol_dreamer.pipeline_config import QUICK
+from lol_dreamer.pipeline_stages import STAGE_NAMES
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return quick_run(tmp_path_factory)
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_quick_pipeline_runs_every_stage_into_its_folder(run):
+    rec = run.record
+    assert [n for n in STAGE_NAMES if rec["stages"][n]["status"] == "done"] == list(STAGE_NAMES)
+    out = run.out
+    for folder in ("data", "tokenizer", "world_model", "bc", "pmpo", "eval"):
+        assert (out / folder).is_dir()
+    for run_dir, kind in (("tokenizer", "tokenizer"), ("world_model", "dynamics"), ("bc", "agent"),
+                          ("pmpo", "imagine")):  # fmt: skip
+        cfg = json.loads((out / run_dir / "config.json").read_text())
+        assert cfg["kind"] == kind
+    # every trainer ran exactly its step count, one metrics row per step
+    for run_dir, key in (("tokenizer", "steps_tokenizer"), ("world_model", "steps_dynamics"),
+                         ("bc", "steps_agent"), ("pmpo", "steps_imagine")):  # fmt: skip
+        steps = [r["step"] for r in _rows(out / run_dir / "metrics.jsonl")]
+        assert steps == list(range(1, QUICK[key] + 1)), run_dir
+    # phase 2 starts from the phase-1 world model, phase 3 from phase 2
+    assert json.loads((out / "bc" / "config.json").read_text())["parent"] == str(
+        out / "world_model"
+    )
+    assert json.loads((out / "pmpo" / "config.json").read_text())["parent"] == str(out / "bc")
+
+
+def test_pipeline_json_records_settings_timings_and_spec_metrics(run):
+    rec = json.loads((run.out / "pipeline.json").read_text())
+    assert rec["settings"]["preset"] == "test" and rec["settings"]["quick"] is True
+    assert rec["command"].startswith("lol-dreamer pipeline --out ") and "--quick" in rec["command"]
+    assert {"platform", "cpu_count", "torch"} <= set(rec["hardware"])
+    for name in STAGE_NAMES:
+        st = rec["stages"][name]
+        assert st["seconds"] > 0 and st["args"] and "finished" in st
+        assert json.loads(marker_path(run.out, name).read_text())["args"] == st["args"]
+    m = {k: v["metrics"] for k, v in rec["stages"].items()}
+    assert m["collect"]["episodes"] == QUICK["episodes"]
+    assert m["collect"]["frames"] == sum(
+        r["length"] for r in json.loads((run.out / "data" / "index.json").read_text())["episodes"]
+    )
+    assert m["eval-tokenizer"]["psnr"] > 5 and set(m["eval-tokenizer"]["probe"]) >= {
+        "hp",
+        "gold",
+        "level",
+    }
+    wm = m["eval-world-model"]
+    assert set(wm["psnr"]) == {"1", "4", "16", "64"} and set(wm["psnr_copy_last"]) == set(
+        wm["psnr"]
+    )
+    assert "coherent_horizon" in wm and "reward_mae" in wm and wm["dream_fps"] > 0
+    names = list(m["eval-agent"]["returns"])
+    assert (
+        names[:2] == ["random", "scripted"]
+        and names[2].startswith("pmpo")
+        and names[3].startswith("bc")
+    )
+    assert rec["total_seconds"] == pytest.approx(sum(v["seconds"] for v in rec["stages"].values()))
+
+
+def test_interrupted_stage_is_recorded_then_resumes_from_its_checkpoint(run):
+    st = run.interrupted_record["stages"]
+    assert st["collect"]["status"] == "done"
+    assert st["tokenizer"]["status"] == "interrupted"
+    assert all(st[n]["status"] == "pending" for n in STAGE_NAMES[2:])
+    # the second call skipped collection and continued the tokenizer after its step-8 checkpoint
+    assert "[collect] done already" in run.resume_output
+    assert (
+        f"Trained steps {INTERRUPT_AT + 1}–{QUICK['steps_tokenizer']} of {QUICK['steps_tokenizer']}"
+        in run.resume_output
+    )
+    steps = [r["step"] for r in _rows(run.out / "tokenizer" / "metrics.jsonl")]
+    assert steps == list(range(1, QUICK["steps_tokenizer"] + 1))
+
+
+def test_rerun_skips_every_stage_quickly(run, capsys):
+    mtimes = {n: marker_path(run.out, n).stat().st_mtime_ns for n in STAGE_NAMES}
+    t0 = time.perf_counter()
+    run_pipeline(quick_config(run.out))
+    assert time.perf_counter() - t0 < 20
+    out = capsys.readouterr().out
+    assert all(f"[{n}] done already" in out for n in STAGE_NAMES)
+    assert {n: marker_path(run.out, n).stat().st_mtime_ns for n in STAGE_NAMES} == mtimes
+    assert "Pipeline folder" in out and "LaneSim return" in out
+
+
+def test_changed_arguments_are_refused_with_the_difference(run):
+    with pytest.raises(
+        ValueError, match=r"stage 'dynamics'.*steps_dynamics: 12 → 99.*--redo dynamics"
+    ):
+        run_pipeline(quick_config(run.out, steps_dynamics=99), quiet=True)
+
+
+def test_stage_selection():
+    assert [s.name for s in select_stages(until="tokenize")] == ["collect", "tokenizer", "tokenize"]
+    assert [s.name for s in select_stages(["eval-agent", "bc"])] == ["bc", "eval-agent"]
+    with pytest.raises(ValueError, match="unknown stage 'dream'"):
+        select_stages(["dream"])
+
+
+def test_a_stage_whose_input_is_missing_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="stage 'dynamics' needs the output of stage 'tokenize'"):
+        run_pipeline(quick_config(tmp_path / "R"), stages=["dynamics"], quiet=True)
+
+
+def test_data_path_starts_from_an_existing_dataset(tmp_path, run):
+    import shutil
+
+    data = tmp_path / "recordings"
+    shutil.copytree(run.out / "data", data)
+    out = tmp_path / "R"
+    rec = run_pipeline(
+        quick_config(out, data=str(data), steps_tokenizer=2), until="tokenize", quiet=True
+    )
+    assert not (out / "data").exists()  # nothing collected
+    assert rec["stages"]["collect"]["args"] == {"data": str(data.resolve())}
+    assert rec["stages"]["collect"]["metrics"]["episodes"] == QUICK["episodes"]
+    assert (
+        rec["stages"]["tokenize"]["metrics"]["episodes"] == QUICK["episodes"]
+    )  # new tokenizer: all re-encoded
+    meta = json.loads(next((data / "episodes").glob("*/meta.json")).read_text())
+    assert str(out / "tokenizer") in json.dumps(meta)
+    assert rec["stages"]["dynamics"]["status"] == "pending"
+
+
+def test_a_failing_stage_is_named_with_how_to_resume(tmp_path):
+    from lol_dreamer.envs.collect import collect
+
+    data = tmp_path / "one"
+    collect(data, 1, res=32, max_steps=20, progress=False)
+    with pytest.raises(
+        StageFailed,
+        match=r"pipeline stage 'collect' failed.*at least 2.*rerun `lol-dreamer pipeline --out",
+    ):
+        run_pipeline(quick_config(tmp_path / "R", data=str(data)), quiet=True)
+    rec = json.loads((tmp_path / "R" / "pipeline.json").read_text())
+    assert (
+        rec["stages"]["collect"]["status"] == "failed"
+        and "at least 2" in rec["stages"]["collect"]["error"]
+    )
+    assert not marker_path(tmp_path / "R", "collect").exists()
