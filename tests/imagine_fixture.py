@@ -18,12 +18,23 @@ from lol_dreamer.io import atomic_write_json, read_json
 
 
 def make_agent_folder(
-    out: str | Path, *, seed: int = 0, act_distance: int = 0, policy_scale: float = 0.5
+    out: str | Path,
+    *,
+    seed: int = 0,
+    act_distance: int = 0,
+    policy_scale: float = 0.5,
+    reward_scale: float = 0.05,
 ) -> Path:
-    """Write a phase-2 agent folder (test presets, MTP L = 2) with a non-trivial policy head."""
+    """Write a phase-2 agent folder (test presets, MTP L = 2) with a non-trivial policy head.
+
+    ``reward_scale`` is the std of the reward head's output weights (larger → rewards that depend
+    more strongly on the imagined state, hence on the actions).
+    """
     from lol_dreamer.checkpoint import load_model, save_weights
 
-    out = make_world_model(out, heads=True, n_starts=6, start_frames=4, context=8, seed=seed)
+    out = make_world_model(
+        out, heads=True, n_starts=6, start_frames=4, context=8, seed=seed, reward_scale=reward_scale
+    )
     model = load_model(out)
     g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():

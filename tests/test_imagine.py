@@ -242,3 +242,16 @@ def test_collected_rollouts_fit_torchrl_td_lambda_with_the_value_module(setup):
     torch.testing.assert_close(td["state_value"][..., 0], values[:, :-1])
     # TorchRL resets the recursion at every done step; with c = 0 there, eq. 10 does the same
     torch.testing.assert_close(td["value_target"][..., 0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_value_head_learns_the_imagined_returns(setup):
+    root, _, data = setup
+    agent = make_agent_folder(root / "bc_reward", reward_scale=0.3)
+    im = build_imagination(agent, ImagineConfig(horizon=H, batch=8), data=data)
+    run = root / "value_run"
+    cfg = TrainConfig(steps=30, lr=3e-2, warmup=0, device="cpu", progress=False, save_every=0)
+    ImagineTrainer(im.model, im.objective, im.rollouts, cfg, run, params=im.trainable_parameters,
+                   run_config={"kind": "imagine", "model": {}}).fit()  # fmt: skip
+    im.rollouts.close()
+    v = [r["loss_value"] for r in _rows(run)]
+    assert sum(v[-5:]) < 0.75 * sum(v[:5])
