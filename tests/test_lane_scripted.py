@@ -13,12 +13,12 @@ from lol_dreamer.envs.lane.env import LaneEnv
 from lol_dreamer.envs.lane.scripted import ScriptedPlayer
 
 SEEDS = range(8)
-STEPS = 500
+STEPS = {"farm": 400, "fight": 500, "push": 800}  # push needs a wave to reach the tower
 MARGIN = {"farm": 2.0, "fight": 1.0, "push": 0.8}
 
 
 def _episode_return(task: str, seed: int, policy: str) -> float:
-    env = LaneEnv(task=task, max_steps=STEPS)
+    env = LaneEnv(task=task, max_steps=STEPS[task])
     env.reset(seed=seed)
     bot = ScriptedPlayer(task, seed=seed)
     space = action_space()
@@ -37,7 +37,7 @@ def test_scripted_player_beats_random(task):
     scripted = [_episode_return(task, s, "scripted") for s in SEEDS]
     random = [_episode_return(task, s, "random") for s in SEEDS]
     assert np.mean(scripted) > np.mean(random) + MARGIN[task], (scripted, random)
-    assert sum(a > b for a, b in zip(scripted, random)) >= 4
+    assert sum(a > b for a, b in zip(scripted, random)) >= len(SEEDS) // 2
 
 
 def test_scripted_actions_are_valid_and_seeded():
