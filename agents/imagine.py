@@ -183,6 +183,7 @@ def build_imagination(
     data: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    rank: int = 0,
 ) -> Imagination:
     """Load a phase-2 agent folder and assemble the phase-3 learner around it.
 
@@ -192,6 +193,7 @@ def build_imagination(
         data: a dataset tokenized with the agent's tokenizer (contexts); None = its start clips.
         device: where to run.
         seed: seed of the value-head initialisation, the contexts, the dream noise and the actions.
+        rank: data-parallel rank; each rank imagines from its own contexts, noise and actions.
     Returns:
         An :class:`Imagination` whose ``rollouts.sample(step)`` and ``objective`` plug into the
         shared loop with ``params=trainable_parameters``.
@@ -216,7 +218,6 @@ def build_imagination(
     heads = wm.heads
     torch.manual_seed(seed)
     heads.add_value_head()
-    heads.to(wm.device)
     model = FrozenWorldModel.wrap(wm.dynamics, heads)
     # The prior is a frozen copy of the trained phase-2 head, taken before any phase-3 update.
     loss = PMPOLoss(
@@ -225,9 +226,9 @@ def build_imagination(
     model.requires_grad_(False)
     for p in loss.trainable_parameters():
         p.requires_grad_(True)
-    model.train()
 
     length = int(cfg.context or wm.starts.context)
+    stream = seed + 1_000_003 * int(rank)  # rank 0 keeps the plain seed
     if data is not None:
         from lol_dreamer.data import open_dataset
         from lol_dreamer.world_model_training import check_latents
@@ -235,14 +236,13 @@ def build_imagination(
         dataset = open_dataset(data)
         check_latents(dataset, agent / "tokenizer", wm.n_z, wm.d_z)
         dataset = without_held_out(dataset, agent_cfg)
-        contexts: Any = DatasetContexts(dataset, cfg.batch, length, seed=seed)
+        contexts: Any = DatasetContexts(dataset, cfg.batch, length, seed=stream)
     else:
-        contexts = StartClipContexts(wm, cfg.batch, length, seed=seed)
-    actor = ImagineActor(heads, mtp_distance=n, seed=seed)
-    heads.train()
-    model.train()
-    env = ImaginationEnv(wm, contexts, task_id, seed=seed, steps_per_frame=cfg.steps_per_frame)
-    rollouts = ImaginationRollouts(env, actor, cfg.horizon, seed=seed)
+        contexts = StartClipContexts(wm, cfg.batch, length, seed=stream)
+    actor = ImagineActor(heads, mtp_distance=n, seed=stream)
+    model.train()  # the heads train; the transformer, reward and continue heads stay in eval mode
+    env = ImaginationEnv(wm, contexts, task_id, seed=stream, steps_per_frame=cfg.steps_per_frame)
+    rollouts = ImaginationRollouts(env, actor, cfg.horizon, seed=stream)
     return Imagination(
         model=model, world_model=wm, loss=loss, objective=ImagineObjective(loss), actor=actor,
         env=env, rollouts=rollouts, config=cfg, task=task, agent_config=agent_cfg,
@@ -291,6 +291,7 @@ def train_imagine(
     Returns:
         The shared loop's :class:`TrainResult`.
     """
+    from lol_dreamer.training.distributed import barrier, init_distributed
     from lol_dreamer.training.state import has_state
     from lol_dreamer.world_model_export import copy_world_model_assets
 
@@ -303,10 +304,15 @@ def train_imagine(
         raise ValueError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
-    device = resolve_device(train_cfg.device)
-    im = build_imagination(agent, cfg, data=data, device=device, seed=train_cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    copy_world_model_assets(agent, out)
+    info = init_distributed(train_cfg.device)
+    device = resolve_device(train_cfg.device, info.local_rank)
+    im = build_imagination(
+        agent, cfg, data=data, device=device, seed=train_cfg.seed, rank=info.rank
+    )
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        copy_world_model_assets(agent, out)
+    barrier()
     try:
         trainer = ImagineTrainer(
             im.model, im.objective, im.rollouts, train_cfg, out,
