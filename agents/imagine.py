@@ -203,10 +203,16 @@ def build_imagination(
 
     agent = Path(agent)
     agent_cfg = load_run_config(agent)
-    if agent_cfg.get("kind") not in ("agent", "imagine"):
+    if agent_cfg.get("kind") != "agent":
+        hint = (
+            " (to continue a phase-3 run, pass its --out again with --resume; the prior must stay "
+            "the phase-2 head)"
+            if agent_cfg.get("kind") == "imagine"
+            else ""
+        )
         raise ValueError(
             f"{agent} is a {agent_cfg.get('kind')!r} run; --agent must be a phase-2 folder written "
-            "by `lol-dreamer train agent`"
+            f"by `lol-dreamer train agent`{hint}"
         )
     task, task_id = _agent_task(agent_cfg, cfg.task)
     wm = load_world_model(agent, device=device)

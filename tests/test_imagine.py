@@ -255,3 +255,19 @@ def test_value_head_learns_the_imagined_returns(setup):
     im.rollouts.close()
     v = [r["loss_value"] for r in _rows(run)]
     assert sum(v[-5:]) < 0.75 * sum(v[:5])
+
+
+def test_only_phase2_folders_are_accepted(setup, tmp_path):
+    import shutil
+
+    from worldmodel_fixture import make_world_model
+
+    _, agent, _ = setup
+    dyn = make_world_model(tmp_path / "dyn")
+    with pytest.raises(ValueError, match="train agent"):
+        build_imagination(dyn, ImagineConfig())
+    phase3 = shutil.copytree(agent, tmp_path / "phase3")
+    cfg = json.loads((phase3 / "config.json").read_text())
+    (phase3 / "config.json").write_text(json.dumps({**cfg, "kind": "imagine"}))
+    with pytest.raises(ValueError, match="--resume"):
+        build_imagination(phase3, ImagineConfig())
