@@ -30,9 +30,10 @@ from lol_dreamer.actions import STAND, TASKS
 
 NO_DEFAULT = (
     "no default world model is bundled with this install (lol_dreamer/assets/default/ is empty) and "
-    "no --world-model was given. Make one with `lol-dreamer pipeline --out RUN` (or `--quick` for a "
-    "small one in minutes), then run `lol-dreamer demo --world-model RUN/pmpo` (or RUN/bc); "
-    "`lol-dreamer pipeline --out RUN --export-default` bundles it as the default"
+    "no --world-model was given. Make one with `lol-dreamer pipeline --out RUN` (add --quick for a "
+    "small one in minutes), then run `lol-dreamer demo --world-model RUN/bc` (phase 2) or "
+    "`--world-model RUN/pmpo` (phase 3); `lol-dreamer pipeline --out RUN --export-default` bundles it "
+    "as the default"
 )
 
 
