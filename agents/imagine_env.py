@@ -124,11 +124,13 @@ class StartClipContexts:
 class ImaginationEnv(DreamTorchEnv):
     """:class:`DreamTorchEnv` for imagination training: restarts from given contexts, never terminates.
 
-    Differences from the parent (everything else, specs included, is inherited):
+    Same specs as the parent (``decode=False``: latents and agent features, no pixels) plus one
+    observation; what differs:
 
     - a full reset restarts every dream from ``contexts(index)`` of the current block
       (:meth:`use_block`) and reseeds the dream noise from ``(seed, index)``;
-    - ``("next", "continue")`` ``float32 [N, 1]`` is the continue head's p(episode goes on);
+    - ``("next", "continue")`` ``float32 [N, 1]`` is the continue head's p(episode goes on), read
+      from the dream step (the reward is the reward head's, as in the parent);
     - ``terminated`` / ``done`` are always False (imagination discounts by ``continue`` instead).
 
     Args:
