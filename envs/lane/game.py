@@ -8,7 +8,6 @@ is red (the scripted enemy champion).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 
@@ -156,9 +155,7 @@ class Game:
     def snapshot(self) -> Snapshot:
         """A copy of the current state that later steps cannot change."""
         a = self.m_alive
-        champs = (copy.copy(self.champs[0]), copy.copy(self.champs[1]))
-        for c in champs:
-            c.cd = list(c.cd)
+        champs = (self.champs[0].clone(), self.champs[1].clone())
         return Snapshot(
             self.frame,
             champs,

@@ -191,10 +191,12 @@ class Renderer:
             for i in range(8)
         ]
         self.pip = max(1, round(s))
+        self.icon_h = self.icons[0][3] - self.icons[0][1]
         self.level_xy = (round(57 * s), round(1 * s))
         self.gold_xy = (round(1 * s), round(7 * s))
         self.hp_bar = (round(23 * s), round(7 * s), round(63 * s), round(9 * s))
         self.mana_bar = (round(23 * s), round(10 * s), round(63 * s), round(12 * s))
+        self.bar_w = self.hp_bar[2] - self.hp_bar[0]
         f = self.font
         self.glyphs = {
             ch: np.kron(
@@ -232,6 +234,7 @@ class Renderer:
         self.ms_y = np.concatenate([by, top + gy])
         self.ms_x = np.concatenate([bx, gx - self.bar_minion // 2])
         nb = by.size
+        self.ms_ext = int(max(np.abs(self.ms_y).max(), np.abs(self.ms_x).max()))
         self.ms_isbar = np.concatenate([np.zeros(nb, bool), np.ones(gy.size, bool)])
         self.ms_barx = np.concatenate([np.full(nb, -1), gx])
         # Palette: 0/2 melee blue/red, 1/3 ranged blue/red, 4/5 HP blue/red, 6 bar background, 7 keep.
@@ -350,6 +353,9 @@ class Renderer:
         h, w = img.shape[:2]
         cx = np.floor(game.m_x[idx] * self.kx).astype(np.int64) - off[0]
         cy = np.floor((WORLD_H - game.m_y[idx]) * self.ky).astype(np.int64) - off[1]
+        if self.camera == "fixed":  # clamp centres so every sprite pixel lies inside the view
+            np.minimum(np.maximum(cx, self.ms_ext, out=cx), w - 1 - self.ms_ext, out=cx)
+            np.minimum(np.maximum(cy, self.ms_ext, out=cy), h - 1 - self.ms_ext, out=cy)
         team, kind = game.m_team[idx], game.m_kind[idx]
         fill = np.ceil(self.bar_minion * game.m_hp[idx] / _MINION_HP[kind])
         bar = np.where(self.ms_barx < fill[:, None], 4 + team[:, None], 6)
@@ -357,10 +363,7 @@ class Renderer:
         ys = cy[:, None] + self.ms_y
         xs = cx[:, None] + self.ms_x
         flat = img.reshape(-1, 3)
-        if self.camera == "fixed":  # the lane keeps minions well inside the fixed view
-            np.minimum(np.maximum(ys, 0, out=ys), h - 1, out=ys)
-            np.minimum(np.maximum(xs, 0, out=xs), w - 1, out=xs)
-        else:
+        if self.camera != "fixed":
             ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
             ys, xs, pal = ys[ok], xs[ok], pal[ok]
         pos = ys * w + xs
@@ -404,18 +407,12 @@ class Renderer:
 
     def _hud(self, hud: np.ndarray, p: Champion) -> None:
         """Draw the HUD; the strip is cached and redrawn only when a visible quantity changes."""
-        dark = tuple(
-            math.ceil(p.cd[k] / COOLDOWN[k] * (y1 - y0))
-            for k, (x0, y0, x1, y1) in enumerate(self.icons)
-        )
-        y0, y1 = self.icons[7][1], self.icons[7][3]
-        recall = math.ceil(p.recall_t / RECALL_FRAMES * (y1 - y0))
-        bars = tuple(
-            math.ceil((x1 - x0) * v)
-            for (x0, _, x1, _), v in (
-                (self.hp_bar, p.hp / p.max_hp),
-                (self.mana_bar, p.mana / p.max_mana),
-            )
+        # Integer ceil(cd / COOLDOWN · icon height) per icon: rows darkened from the top.
+        dark = tuple(-((-cd * self.icon_h) // full) for cd, full in zip(p.cd, COOLDOWN))
+        recall = -((-p.recall_t * self.icon_h) // RECALL_FRAMES)
+        bars = (
+            math.ceil(self.bar_w * p.hp / p.max_hp),
+            math.ceil(self.bar_w * p.mana / p.max_mana),
         )
         key = (dark, recall, bars, p.potions, min(p.level, 99), min(int(p.gold), 99999))
         if key != self._hud_key:

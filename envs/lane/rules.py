@@ -118,6 +118,13 @@ class Champion:
         self.max_mana = 300.0 + 40.0 * (level - 1)
         self.ad = 55.0 + 3.5 * (level - 1)
 
+    def clone(self) -> Champion:
+        """An independent copy (the cooldown list is copied too)."""
+        c = object.__new__(Champion)
+        c.__dict__.update(self.__dict__)
+        c.cd = list(self.cd)
+        return c
+
     @property
     def alive(self) -> bool:
         return self.dead_t == 0
