@@ -3,8 +3,9 @@
 ``decide(snap, side, mode, mem)`` maps a (possibly stale) ``Snapshot`` to one action row for the
 champion of team ``side``. Modes: ``farm`` (last-hit minions), ``fight`` (trade with the enemy
 champion), ``push`` (clear the wave, hit the tower while minions tank) and ``lane`` (the enemy
-champion's mix: farm, fight back when the player comes close). Every mode retreats, drinks a potion,
-heals and recalls at low HP. ``mem`` is a small dict the caller keeps between frames (hysteresis).
+champion's mix: farm, and fight when the player is close and has just hit it or is clearly weaker).
+Every mode retreats, drinks a potion, heals and recalls at low HP. ``mem`` is a small dict the
+caller keeps between frames (hysteresis, the enemy's last position for leading skillshots).
 """
 
 from __future__ import annotations
