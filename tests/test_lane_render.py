@@ -161,3 +161,41 @@ def test_destroyed_tower_turns_to_rubble_and_reset_restores_it():
     np.testing.assert_array_equal(frame[cy, cx], C["rubble"])
     again, _ = env.reset(seed=0)
     np.testing.assert_array_equal(again, first)
+
+
+def test_hud_shows_gold_level_and_exact_hp_and_mana_bars():
+    env = LaneEnv(res=128)
+    env.reset(seed=0, options={"randomize": False})
+    g = env.game
+    p = g.champs[0]
+    r = env.renderer
+    hud = slice(r.world_h, None)
+
+    def frame():
+        return env.renderer.render(g)[hud]
+
+    p.gold, p.level = 12345, 3
+    a = frame()
+    p.gold = 54321
+    b = frame()
+    p.level = 7
+    c = frame()
+    gx, gy = r.gold_xy
+    lx, ly = r.level_xy
+    gold_box = (slice(gy, gy + 5 * r.font), slice(gx, gx + 19 * r.font))
+    level_box = (slice(ly, ly + 5 * r.font), slice(lx, lx + 7 * r.font))
+    assert not np.array_equal(a[gold_box], b[gold_box]) and np.array_equal(
+        a[level_box], b[level_box]
+    )
+    assert not np.array_equal(b[level_box], c[level_box]) and np.array_equal(
+        b[gold_box], c[gold_box]
+    )
+    for frac in (0.1, 0.5, 0.93):
+        p.hp, p.mana = frac * p.max_hp, (1 - frac) * p.max_mana
+        f = frame()
+        x0, y0, x1, _ = r.hp_bar
+        green = np.all(f[y0, x0:x1] == C["hp_ally"], axis=-1).sum()
+        x0, y0, x1, _ = r.mana_bar
+        blue = np.all(f[y0, x0:x1] == C["mana"], axis=-1).sum()
+        assert green == int(np.ceil((x1 - x0) * frac))
+        assert blue == int(np.ceil((x1 - x0) * (1 - frac)))
