@@ -121,6 +121,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     | ``render_mode``     | None    | "rgb_array" or "human" (pygame window)                         |
     | ``max_episode_steps`` | None  | truncate after this many steps                                  |
     | ``world_model``     | None    | an already loaded ``WorldModel`` (overrides ``checkpoint``; shares weights between envs) |
+    | ``dtype``           | None    | dynamics compute dtype: "float32" (default) or "bfloat16" (autocast, for GPUs) |
     | ``torch_threads``   | 1       | torch intra-op threads set at construction (batch-1 inference is usually fastest on 1 thread of a busy CPU); None leaves the setting alone |
 
     All randomness (start-clip choice, sampler noise) comes from ``np_random``: the same seed gives the
@@ -140,6 +141,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         max_episode_steps: int | None = None,
         torch_threads: int | None = 1,
         world_model: WorldModel | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -154,7 +156,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         self.batch = DreamBatch(
-            self.wm, 1, k=steps_per_frame, context_length=context_length, decode=True
+            self.wm, 1, k=steps_per_frame, context_length=context_length, decode=True, dtype=dtype
         )
         self.res = self.wm.res
         self.context_length = self.batch.context_length

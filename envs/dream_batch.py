@@ -39,6 +39,23 @@ class DreamStep:
     frames: Tensor | None
 
 
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``None`` / ``"float32"`` / ``"bfloat16"`` (or the torch dtypes) → a torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)}, got {dtype!r}")
+    return table[dtype]
+
+
 def to_uint8_frames(x: Tensor) -> Tensor:
     """Decoder output ``[N, 3, H, W]`` in [0, 1] → ``uint8 [N, H, W, 3]``."""
     return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
@@ -53,6 +70,7 @@ class DreamBatch:
         k: denoising steps per frame (default the model's).
         context_length: frames of context kept in the KV cache (default the model's).
         decode: decode frames on every step (turn off when only latents / agent features are needed).
+        dtype: dynamics compute dtype, ``float32`` (default) or ``bfloat16`` (autocast; for GPUs).
     """
 
     def __init__(
@@ -63,6 +81,7 @@ class DreamBatch:
         k: int | None = None,
         context_length: int | None = None,
         decode: bool = True,
+        dtype: torch.dtype | str | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be ≥ 1, got {num_envs}")
@@ -72,7 +91,9 @@ class DreamBatch:
         self.k = int(k or wm.k)
         self.context_length = int(context_length or wm.context_length)
         self.decode = decode
-        self.sampler = wm.sampler(k=self.k, context_length=self.context_length)
+        self.sampler = wm.sampler(
+            k=self.k, context_length=self.context_length, dtype=parse_dtype(dtype)
+        )
         self.state = None
         self.decoder = wm.tokenizer.decoder_stream(num_envs) if decode else None
         self.tasks = torch.zeros(num_envs, dtype=torch.long, device=self.device)
@@ -202,13 +223,17 @@ class DreamBatch:
     # Stepping
 
     @torch.no_grad()
-    def step(self, actions: Tensor, decode: bool | None = None) -> DreamStep:
+    def step(
+        self, actions: Tensor, decode: bool | None = None, validate: bool | None = None
+    ) -> DreamStep:
         """Advance every stream by one frame.
 
         Args:
             actions: ``int64 [N, 9]`` (movement 0..18, keys 0/1).
             decode: override the batch's decode setting for this step (only ``False`` is allowed when
                 the batch was built without a decoder).
+            validate: check the action ranges (default: on CPU only, since the check synchronises an
+                accelerator every step).
         Returns:
             :class:`DreamStep`.
         """
@@ -219,8 +244,12 @@ class DreamBatch:
             raise ValueError(
                 f"actions must be int64 [{self.num_envs}, 9] = [movement, 8 keys], got {tuple(a.shape)}"
             )
-        if bool(((a[:, 0] < 0) | (a[:, 0] >= N_MOVE)).any()) or bool(
-            ((a[:, 1:] < 0) | (a[:, 1:] > 1)).any()
+        if validate is None:
+            validate = self.device.type == "cpu"
+        if validate and bool(
+            (
+                (a[:, 0] < 0) | (a[:, 0] >= N_MOVE) | (a[:, 1:] < 0).any(1) | (a[:, 1:] > 1).any(1)
+            ).any()
         ):
             raise ValueError("action out of range: movement must be 0..18 and keys 0/1")
         z, feats = self.sampler.step(self.state, a, generator=self.generator)

@@ -52,6 +52,7 @@ class DreamVectorEnv(VectorEnv):
         decode: decode frames (False: observations are latents and no decoder runs).
         torch_threads: torch intra-op threads to set (None = leave alone).
         world_model: an already loaded :class:`WorldModel` (overrides ``checkpoint``).
+        dtype: dynamics compute dtype, ``"float32"`` (default) or ``"bfloat16"`` (autocast, for GPUs).
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -74,6 +75,7 @@ class DreamVectorEnv(VectorEnv):
         decode: bool = True,
         torch_threads: int | None = None,
         world_model: WorldModel | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"DreamVectorEnv renders only 'rgb_array', got {render_mode!r}")
@@ -100,7 +102,12 @@ class DreamVectorEnv(VectorEnv):
         self.task = resolve_task(task)
         self.decode = decode
         self.batch = DreamBatch(
-            self.wm, self.num_envs, k=steps_per_frame, context_length=context_length, decode=decode
+            self.wm,
+            self.num_envs,
+            k=steps_per_frame,
+            context_length=context_length,
+            decode=decode,
+            dtype=dtype,
         )
         self.reward_source = REWARD_HEAD if self.wm.has_heads else NO_REWARD
         res = self.wm.res

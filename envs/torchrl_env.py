@@ -50,6 +50,7 @@ class DreamTorchEnv(EnvBase):
         decode: decode ``pixels`` each step (False for imagination training).
         max_episode_steps: truncate after this many steps (None = never).
         world_model: an already loaded :class:`WorldModel` (overrides ``checkpoint``).
+        dtype: dynamics compute dtype, ``"float32"`` (default) or ``"bfloat16"`` (autocast, for GPUs).
     """
 
     batch_locked = True
@@ -65,6 +66,7 @@ class DreamTorchEnv(EnvBase):
         decode: bool = True,
         max_episode_steps: int | None = None,
         world_model: WorldModel | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         wm = world_model if world_model is not None else load_world_model(checkpoint, device=device)
         super().__init__(device=wm.device, batch_size=torch.Size([num_envs]))
@@ -74,7 +76,12 @@ class DreamTorchEnv(EnvBase):
         self.task = resolve_task(task)
         self.max_episode_steps = max_episode_steps
         self.dream = DreamBatch(
-            wm, num_envs, k=steps_per_frame, context_length=context_length, decode=decode
+            wm,
+            num_envs,
+            k=steps_per_frame,
+            context_length=context_length,
+            decode=decode,
+            dtype=dtype,
         )
         self._rng = np.random.default_rng(0)
         self._elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)

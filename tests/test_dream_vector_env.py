@@ -188,3 +188,14 @@ def test_latent_observations_without_decoding(folder):
     assert env.single_observation_space.contains(obs[0])
     with pytest.raises(ValueError, match="decode=True"):
         DreamVectorEnv(N, checkpoint=str(folder), decode=False, render_mode="rgb_array")
+
+
+def test_out_of_range_actions_are_refused(folder):
+    env = DreamVectorEnv(N, checkpoint=str(folder))
+    env.reset(seed=0)
+    bad = _acts(1)[0]
+    bad[1, 0] = 19
+    with pytest.raises(ValueError, match=r"movement must be 0\.\.18"):
+        env.step(bad)
+    with pytest.raises(ValueError, match=r"actions must be int \[3, 9\]"):
+        env.step(bad[:2])

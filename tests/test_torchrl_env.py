@@ -108,3 +108,20 @@ def test_reset_all_draws_seeded_starts(folders):
     env.set_seed(11)
     l2 = env.reset()["latent"]
     assert torch.equal(l1, l2)
+
+
+def test_bfloat16_dynamics(folders):
+    """bf16 autocast dynamics (the GPU setting) keeps the specs and stays close to fp32."""
+    env32 = DreamTorchEnv(str(folders["agent"]), num_envs=2, decode=False)
+    env16 = DreamTorchEnv(str(folders["agent"]), num_envs=2, decode=False, dtype="bfloat16")
+    assert env16.dream.sampler.dtype == torch.bfloat16
+    check_env_specs(env16, seed=0)
+    outs = []
+    for env in (env32, env16):
+        env.set_seed(0)
+        td = env.reset().update(_action(2, 0))
+        outs.append(env.step(td)["next"]["latent"])
+    assert outs[1].dtype == torch.float32
+    assert (outs[0] - outs[1]).abs().mean() < 0.1 * outs[0].abs().mean()
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        DreamTorchEnv(str(folders["agent"]), num_envs=2, dtype="float16")
