@@ -401,7 +401,9 @@ class Game:
         gap = e - MINION_CHAMP_PENALTY * ((j >= n) & (j < n + 2))
         in_range = engaged & (gap <= _M_RANGE[kind])
         # Movement: toward the target when engaged and out of range, else along the lane.
-        ddx, ddy = dx[rows, j], dy[rows, j]
+        off = self.m_off[idx]
+        ddx = dx[rows, j] + off * LANE_N[0]  # approach beside the target, keeping the formation
+        ddy = dy[rows, j] + off * LANE_N[1]
         dist = np.hypot(ddx, ddy) + 1e-6
         sign = 1.0 - 2.0 * team
         lat = (
