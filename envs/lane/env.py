@@ -99,7 +99,7 @@ class LaneEnv(gym.Env):
 
     ## Starting state
 
-    ``reset`` draws a mid-game snapshot from ``np_random``: levels 1–6, gold, HP/mana fractions,
+    ``reset`` draws a mid-game snapshot from ``np_random``: levels 1–7, gold, HP/mana fractions,
     some cooldowns, potion charges, tower HP, champion and wave positions along the lane. Pass
     ``options={"randomize": False}`` for a fresh level-1 lane, and ``options={"task": name}`` to
     override the task for this episode.
@@ -107,11 +107,22 @@ class LaneEnv(gym.Env):
     ## Info
 
     ``rewards``, ``task`` (int id) and ``state``: a flat dict with every name in ``STATE_FIELDS``
-    (cooldowns ``cd_*`` as the fraction of the cooldown remaining, ``px``/``py`` the player's centre
-    pixel as column/row — exactly what ``detector.detect_player`` reads — and −1 while the player is
-    dead; ``enemy_px``/``enemy_py`` may lie outside the frame with the follow camera) plus ``cooldowns`` (8 fractions), ``cooldowns_s`` (8 seconds)
-    and ``recall_progress`` in [0, 1]. ``LaneEnv.state_vector(info)`` flattens it to
-    ``float32 [len(STATE_FIELDS)]``.
+    (cooldowns ``cd_*`` as the fraction of the cooldown remaining; ``px``/``py`` the player's centre
+    pixel as column/row, exactly what ``detector.detect_player`` reads, and −1 while the player is
+    dead; ``enemy_px``/``enemy_py`` may lie outside the frame with the follow camera), plus
+    ``cooldowns`` (8 fractions), ``cooldowns_s`` (8 seconds) and ``recall_progress`` in [0, 1].
+    ``LaneEnv.state_vector(info)`` flattens it to ``float32 [len(STATE_FIELDS)]``.
+
+    ## The game
+
+    Waves of 3 melee + 2 ranged minions leave both bases every 15 s, walk the lane and fight
+    (minions prefer minions to champions, and deal champions half damage). Towers (2000 HP,
+    range 17) shoot the enemy champion that just hit their own champion, else the nearest enemy
+    minion, else an enemy champion in range, for 180 damage a second to champions. Gold: 21 per
+    melee and 14 per ranged last hit, 300 per kill; xp from minions dying nearby levels the
+    champion (HP, mana, attack, ability damage). Death costs 4 + 1.5·level seconds; the fountain
+    heals; respawning restores at least one potion charge. The enemy champion farms and fights back
+    when hit (``brain.EnemyBrain``, 10% noise, 3-frame delay).
 
     Args:
         task: ``farm`` | ``fight`` | ``push`` | ``mixed`` (a task drawn per reset).
