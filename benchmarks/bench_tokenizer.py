@@ -1,9 +1,10 @@
 """Tokenizer speed: encode + decode milliseconds per frame (wall clock and process CPU time).
 
-Two regimes per preset and resolution:
+Three regimes per preset and resolution:
 
 - ``stream b1``: batch 1, one frame at a time through ``encoder_stream`` / ``decoder_stream`` with their
-  bounded caches (what the interactive dream env and live encoding do);
+  bounded caches (live encoding); ``decode b1``: the decoder stream alone (what the dream env pays
+  per step);
 - ``clip b16``: a batch of 16 clips of ``--clip`` frames through ``encode`` / ``decode`` (what
   pre-tokenizing a dataset does).
 
@@ -61,7 +62,15 @@ def bench(preset: str, res: int, arch: str, frames: int, clip: int, repeats: int
             cpu_ms_per_frame=1e3 * cpu / n,
         )
 
+    z1 = torch.rand(frames, 1, cfg.n_z, cfg.d_z) * 2 - 1
+
+    def decode_only() -> None:
+        dec = tok.decoder_stream(1)
+        for i in range(frames):
+            dec.step(z1[i])
+
     rows.append(row("stream b1", *_time(stream, repeats), frames))
+    rows.append(row("decode b1", *_time(decode_only, repeats), frames))
     xb = torch.rand(16, clip, 3, res, res)
     rows.append(row("clip b16", *_time(lambda: tok.decode(tok.encode(xb)), repeats), 16 * clip))
     return rows
