@@ -55,6 +55,7 @@ def model_card(
     st = record["stages"]
     m = {k: v.get("metrics") or {} for k, v in st.items() if v.get("status") == "done"}
     hw = record.get("hardware", {})
+    res = (m.get("collect") or {}).get("resolution", s["res"])
     lines = [
         "# lol-dreamer default model",
         "",
@@ -73,7 +74,7 @@ def model_card(
         "",
         "## Model",
         "",
-        f"- presets: `{s['preset']}` (tokenizer, dynamics); {s['res']}×{s['res']} px frames, "
+        f"- presets: `{s['preset']}` (tokenizer, dynamics); {res}×{res} px frames, "
         f"context {config.get('world_model', {}).get('context', 'n/a')} frames, K = "
         f"{config.get('world_model', {}).get('k', 4)} denoising steps per frame",
         f"- tokenizer parameters: {_f((m.get('tokenizer') or {}).get('n_params'))}",

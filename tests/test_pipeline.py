@@ -109,6 +109,14 @@ def test_changed_arguments_are_refused_with_the_difference(run):
         run_pipeline(quick_config(run.out, steps_dynamics=99), quiet=True)
 
 
+def test_redo_runs_a_stage_again_and_leaves_the_others(run, capsys):
+    before = {n: marker_path(run.out, n).stat().st_mtime_ns for n in STAGE_NAMES}
+    run_pipeline(quick_config(run.out), stages=["eval-tokenizer"], redo=["eval-tokenizer"])
+    after = {n: marker_path(run.out, n).stat().st_mtime_ns for n in STAGE_NAMES}
+    assert [n for n in STAGE_NAMES if before[n] != after[n]] == ["eval-tokenizer"]
+    assert "[eval-tokenizer] held-out PSNR/SSIM" in capsys.readouterr().out
+
+
 def test_stage_selection():
     assert [s.name for s in select_stages(until="tokenize")] == ["collect", "tokenizer", "tokenize"]
     assert [s.name for s in select_stages(["eval-agent", "bc"])] == ["bc", "eval-agent"]
