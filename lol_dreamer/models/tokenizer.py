@@ -140,16 +140,23 @@ class TransformerTokenizer(nn.Module):
     def _rope(self, kind: str, times: Tensor) -> tuple[Tensor, Tensor]:
         """Axial RoPE angles of the ``kind`` token layout at frame indices ``times [t]`` → each
         ``[t*s, e/2]``."""
-        spatial = self._positions[kind].to(times.device)
+        device = times.device
+        # Angles are formed in float64; devices without it (MPS) compute them on the CPU.
+        calc = torch.device("cpu") if device.type == "mps" else device
+        spatial = self._positions[kind].to(calc)
         t, s = times.shape[0], spatial.shape[0]
         pos = torch.cat(
-            (times.double()[:, None, None].expand(t, s, 1), spatial.double()[None].expand(t, s, 2)),
+            (
+                times.to(calc).double()[:, None, None].expand(t, s, 1),
+                spatial.double()[None].expand(t, s, 2),
+            ),
             -1,
         )
         head = self.cfg.dim // self.cfg.heads
-        return axial_rope_angles(
+        cos, sin = axial_rope_angles(
             pos.reshape(t * s, 3), head, self.rope_sections, self.cfg.rope_base
         )
+        return cos.to(device), sin.to(device)
 
     def _clip_mask(self, kind: str, t: int, device: torch.device) -> Tensor:
         is_lat = self._is_latent[kind].to(device)

@@ -28,13 +28,13 @@ class RunningRMS(nn.Module):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay, self.eps = decay, eps
-        self.register_buffer("ema", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("ema", torch.zeros((), dtype=torch.float32))
         self.register_buffer("count", torch.zeros((), dtype=torch.int64))
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         """Fold ``mean(x²)`` of a value (any shape) into the average."""
-        sq = x.detach().double().pow(2).mean().to(self.ema.device)
+        sq = x.detach().float().pow(2).mean().to(self.ema.device)
         if self.count.item() == 0:
             self.ema.copy_(sq)
         else:
