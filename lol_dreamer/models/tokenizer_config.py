@@ -133,9 +133,9 @@ class TokenizerConfig:
         # 8-px patches up to 128 px: a patch token of width 128–256 can render any 8×8×3 patch
         # (small sprites stay crisp), which 16-px patches cannot. nano keeps a 1-frame window:
         # latents still see further back through depth, and the encoder costs ~40% less.
-        patch = 8 if res <= 128 else 16
-        if name == "test":
-            patch = 8 if res % 8 == 0 else 4
+        target = 8 if res <= 128 else 16
+        # the largest patch side up to the target that divides res (res=100 → 5)
+        patch = max(p for p in range(1, target + 1) if res % p == 0)
         table: dict[str, dict[str, Any]] = {
             "test": dict(dim=32, enc_depth=1, dec_depth=1, heads=2, kv_heads=1, n_latents=16,
                          bottleneck=4, z_tokens=8, window=2, cnn_width=8, cnn_blocks=1),
