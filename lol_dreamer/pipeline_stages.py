@@ -112,11 +112,13 @@ def _n_params(run_dir: Path) -> int | None:
     return json.loads(cfg_path.read_text()).get("n_params")
 
 
-def _loop_flags(s: dict[str, Any], steps: int, paths: Paths) -> list[Any]:
+def _loop_flags(s: dict[str, Any], steps: int, seed: int) -> list[Any]:
+    """Flags of the shared loop; checkpoint/eval intervals and the device come from the settings
+    (they do not change the trained weights, so they are not part of a stage's arguments)."""
     eval_every = 0 if s["quick"] else max(1, steps // 5)
     return [
         "--steps", steps, "--save-every", s["save_every"], "--eval-every", eval_every,
-        "--seed", s["seed"], "--device", s["device"], "--resume",
+        "--seed", seed, "--device", s["device"], "--resume",
     ]  # fmt: skip
 
 
@@ -174,9 +176,6 @@ def _tokenizer_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
         "lpips_weight": s["lpips_weight"],
         "lpips_weights": s["lpips_weights"],
         "seed": s["seed"],
-        "save_every": s["save_every"],
-        "quick": s["quick"],
-        "device": s["device"],
     }
 
 
@@ -185,43 +184,43 @@ def _tokenizer(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]
             "--batch-size", a["batch_size"], "--lpips-weight", a["lpips_weight"]]  # fmt: skip
     if a.get("lpips_weights"):
         argv += ["--lpips-weights", a["lpips_weights"]]
-    _cli(argv + _loop_flags(a, a["steps"], p))
+    _cli(argv + _loop_flags(s, a["steps"], a["seed"]))
     return {**last_eval(p.tokenizer), "n_params": _n_params(p.tokenizer)}
 
 
 def _tokenize(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     from lol_dreamer.latents import tokenize_dataset
 
-    r = tokenize_dataset(p.tokenizer, p.data, device=a["device"], only_missing=True)
+    r = tokenize_dataset(p.tokenizer, p.data, device=s["device"], only_missing=True)
     return {k: r[k] for k in ("episodes", "skipped", "frames", "n_z", "d_z", "seconds")}
 
 
 def _dynamics_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("preset", "steps_dynamics", "batch_dynamics", "seed", "save_every", "quick", "device")
+    keys = ("preset", "steps_dynamics", "batch_dynamics", "seed")
     return {k: s[k] for k in keys}
 
 
 def _dynamics(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     argv = ["train", "dynamics", "--data", p.data, "--tokenizer", p.tokenizer,
             "--out", p.world_model, "--preset", a["preset"], "--batch-size", a["batch_dynamics"]]  # fmt: skip
-    _cli(argv + _loop_flags(a, a["steps_dynamics"], p))
+    _cli(argv + _loop_flags(s, a["steps_dynamics"], a["seed"]))
     return last_eval(p.world_model)
 
 
 def _bc_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("task", "steps_agent", "batch_agent", "seed", "save_every", "quick", "device")
+    keys = ("task", "steps_agent", "batch_agent", "seed")
     return {k: s[k] for k in keys}
 
 
 def _bc(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     argv = ["train", "agent", "--world-model", p.world_model, "--data", p.data, "--out", p.bc,
             "--task", a["task"], "--batch-size", a["batch_agent"]]  # fmt: skip
-    _cli(argv + _loop_flags(a, a["steps_agent"], p))
+    _cli(argv + _loop_flags(s, a["steps_agent"], a["seed"]))
     return last_eval(p.bc)
 
 
 def _pmpo_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("steps_imagine", "batch_imagine", "horizon", "seed", "save_every", "device")
+    keys = ("steps_imagine", "batch_imagine", "horizon", "seed")
     return {k: s[k] for k in keys}
 
 
@@ -229,7 +228,7 @@ def _pmpo(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     _cli([
         "train", "imagine", "--agent", p.bc, "--data", p.data, "--out", p.pmpo,
         "--steps", a["steps_imagine"], "--batch", a["batch_imagine"], "--horizon", a["horizon"],
-        "--save-every", a["save_every"], "--seed", a["seed"], "--device", a["device"], "--resume",
+        "--save-every", s["save_every"], "--seed", a["seed"], "--device", s["device"], "--resume",
     ])  # fmt: skip
     out = last_eval(p.pmpo)
     path = p.pmpo / "metrics.jsonl"
@@ -344,7 +343,7 @@ STAGES: tuple[Stage, ...] = (
           "LaneSim episodes with the scripted player (or the given --data)"),
     Stage("tokenizer", lambda p: p.tokenizer, ("collect",), _tokenizer_args, _tokenizer,
           "phase 1a: video tokenizer"),
-    Stage("tokenize", lambda p: p.data, ("tokenizer",), lambda s, p: {"device": s["device"]},
+    Stage("tokenize", lambda p: p.data, ("tokenizer",), lambda s, p: {"tokenizer": str(p.tokenizer)},
           _tokenize, "latents of every episode"),
     Stage("dynamics", lambda p: p.world_model, ("tokenize",), _dynamics_args, _dynamics,
           "phase 1b: dynamics, shortcut forcing"),
