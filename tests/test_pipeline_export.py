@@ -83,3 +83,17 @@ def test_export_over_the_size_limit_is_refused(run, tmp_path):
         export_default(run.out, dest, max_mb=0.01)
     assert not dest.exists()
     assert not list(tmp_path.glob(".default.tmp-*"))
+
+
+def test_pipeline_command_exports_after_its_stages(run, tmp_path, capsys):
+    from lol_dreamer.cli import main
+
+    dest = tmp_path / "bundle"
+    assert (
+        main(
+            ["pipeline", "--out", str(run.out), "--quick", "--export-default", str(dest), "--quiet"]
+        )
+        == 0
+    )
+    assert (dest / "MODEL_CARD.md").exists() and (dest / "tokenizer" / "model.safetensors").exists()
+    assert f"Exported {run.out / 'pmpo'} as a default model: {dest}" in capsys.readouterr().out
