@@ -130,7 +130,8 @@ class ImaginationEnv(DreamTorchEnv):
     - a full reset restarts every dream from ``contexts(index)`` of the current block
       (:meth:`use_block`) and reseeds the dream noise from ``(seed, index)``;
     - ``("next", "continue")`` ``float32 [N, 1]`` is the continue head's p(episode goes on), read
-      from the dream step (the reward is the reward head's, as in the parent);
+      from the dream step; like ``("next", "reward")`` it is the distance-0 head on the new frame's
+      features, i.e. ``c_{t+1}`` / ``r_{t+1}`` of the transition ``s_t → s_{t+1}`` (SPEC §7);
     - ``terminated`` / ``done`` are always False (imagination discounts by ``continue`` instead).
 
     Args:

@@ -9,6 +9,8 @@ from lol_dreamer.models.heads import (
     AgentHeads,
     HeadsConfig,
     mtp_targets,
+    to_slots,
+    transition_mtp_targets,
     uniform_action_logprob,
 )
 from lol_dreamer.objectives.agent_loss import agent_head_loss, select_task_reward
@@ -102,6 +104,30 @@ def test_mtp_targets_exact():
     assert tgt9.shape == (2, 5, 3, 9)
 
 
+def test_transition_targets_are_shifted_into_slots_exactly():
+    """Reward / continue targets: slot t, distance n → x[t + n − 1]; index < 0 or ≥ T masked."""
+    x = (torch.arange(2 * 5).reshape(2, 5) + 1).float()
+    valid = torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    tgt, ok = transition_mtp_targets(x, 2, valid)
+    assert tgt.shape == (2, 5, 3) and ok.shape == (2, 5, 3)
+    for b in range(2):
+        for t in range(5):
+            for n in range(3):
+                i = t + n - 1
+                if 0 <= i < 5:
+                    assert tgt[b, t, n] == x[b, i]
+                    assert ok[b, t, n] == valid[b, i]
+                else:
+                    assert tgt[b, t, n] == 0 and not ok[b, t, n]
+    assert not ok[:, 0, 0].any()  # slot 0 at distance 0: no transition led into it
+    assert ok[1, 4, 1] and tgt[1, 4, 1] == x[1, 4]  # the last transition, from the last slot
+    xs, vs = to_slots(x, valid)
+    assert torch.equal(xs[:, 1:], x) and (xs[:, 0] == 0).all()
+    assert torch.equal(vs[:, 1:], valid) and not vs[:, 0].any()
+    ys, _ = to_slots(torch.ones(2, 5, 3))
+    assert ys.shape == (2, 6, 3)
+
+
 def test_untrained_head_loss_values():
     cfg = HeadsConfig.preset("test")
     heads = AgentHeads(cfg)
@@ -126,8 +152,10 @@ def test_select_task_reward():
 
 
 @pytest.mark.parametrize("L", [2])
-def test_mtp_head_n_predicts_step_t_plus_n(L):
-    """Features are a one-hot of t; after training, head n at slot t outputs actions[t + n]."""
+def test_mtp_heads_learn_their_alignment(L):
+    """Features are a one-hot of t; after training, at slot t and distance n the policy outputs
+    actions[t + n] and the reward / continue heads output rewards[t + n − 1] and
+    not terminated[t + n − 1] (the transition into frame t + n)."""
     torch.manual_seed(0)
     T = 7
     cfg = HeadsConfig(dim=T, hidden=32, layers=1, mtp=L)
@@ -139,7 +167,8 @@ def test_mtp_head_n_predicts_step_t_plus_n(L):
     actions = torch.cat((moves[..., None], keys), dim=-1)
     rewards = torch.tensor([[0.0, 1.0, 5.0, -2.0, 0.5, 10.0, -7.0]])
     terminated = torch.zeros(1, T, dtype=torch.bool)
-    terminated[0, -1] = True
+    terminated[0, 2] = True  # reachable at distance 0 (slot 3)
+    terminated[0, -1] = True  # the last transition: only at distances ≥ 1
     opt = torch.optim.Adam(heads.parameters(), lr=3e-2)
     first = None
     for _ in range(300):
@@ -150,6 +179,7 @@ def test_mtp_head_n_predicts_step_t_plus_n(L):
         loss.backward()
         opt.step()
     assert loss.item() < 0.1 * first
+    checked = 0
     with torch.no_grad():
         for n in range(L + 1):
             mode = heads.policy(h, n).mode()[0]
@@ -157,7 +187,54 @@ def test_mtp_head_n_predicts_step_t_plus_n(L):
             c = heads.cont.prob(h, n)[0]
             for t in range(T - n):
                 assert torch.equal(mode[t], actions[0, t + n]), (n, t)
-                assert abs(r[t].item() - rewards[0, t + n].item()) < 0.1 * (
-                    1 + abs(rewards[0, t + n].item())
-                )
-                assert (c[t] < 0.5) == bool(terminated[0, t + n])
+            for t in range(T):
+                i = t + n - 1
+                if not 0 <= i < T:
+                    continue
+                want = rewards[0, i].item()
+                assert abs(r[t].item() - want) < 0.1 * (1 + abs(want)), (n, t)
+                assert (c[t] < 0.5) == bool(terminated[0, i]), (n, t)
+                checked += 1
+        # the old (one-step-late) alignment is distinguishable: distance 0 at slot 3 says the
+        # transition into frame 3 (rewards[2] = 5, terminal) happened, not rewards[3] = −2
+        assert abs(heads.reward.predict(h, 0)[0, 3].item() - 5.0) < 0.5
+        assert heads.cont.prob(h, 0)[0, 3] < 0.5 and heads.cont.prob(h, 0)[0, 4] > 0.5
+        assert heads.cont.prob(h, 1)[0, T - 1] < 0.5  # the final terminal, one step ahead
+    # every (t, n) but slot 0 at n = 0 and the L(L − 1)/2 pairs with t + n − 1 ≥ T
+    assert checked == T * (L + 1) - 1 - L * (L - 1) // 2
+
+
+def test_slot0_distance0_reward_and_continue_are_masked():
+    """The invalid target (slot 0, n = 0) gets no gradient; every other valid target does."""
+    cfg = HeadsConfig.preset("test")
+    heads = AgentHeads(cfg)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    b, T = 2, 5
+    h = torch.randn(b, T, cfg.dim, requires_grad=True)
+    rewards, terminated = torch.randn(b, T), torch.rand(b, T) < 0.3
+    grads = {}
+
+    def keep(name):
+        def hook(_module, _inputs, out):
+            out.retain_grad()
+            grads[name] = out
+
+        return hook
+
+    hooks = [heads.reward.out.register_forward_hook(keep("reward")),
+             heads.cont.out.register_forward_hook(keep("cont"))]  # fmt: skip
+    terms = agent_head_loss(heads, h, torch.randint(0, 2, (b, T, 9)), rewards, terminated)
+    (terms["reward"] + terms["continue"]).backward()
+    for hk in hooks:
+        hk.remove()
+    for name in ("reward", "cont"):
+        g = grads[name].grad.abs().flatten(3).sum(-1)  # [b, T, l]
+        assert (g[:, 0, 0] == 0).all(), name
+        for t in range(T):
+            for n in range(cfg.mtp + 1):
+                if 0 <= t + n - 1 < T and (t, n) != (0, 0):
+                    assert (g[:, t, n] > 0).all(), (name, t, n)
+                else:
+                    assert (g[:, t, n] == 0).all(), (name, t, n)

@@ -138,6 +138,10 @@ def test_collector_rollouts_start_from_dataset_contexts_and_match_the_direct_loo
     torch.testing.assert_close(
         c[..., 0], im.world_model.continue_prob(a1["next", "agent_features"])
     )
+    # r_{t+1} and c_{t+1} come from the frame the action produced, s_{t+1} (SPEC §7)
+    torch.testing.assert_close(
+        a1["next", "reward"][..., 0], im.world_model.reward(a1["next", "agent_features"])
+    )
     # consecutive steps chain: s_{t+1} of step t is the state step t + 1 acts in
     assert torch.equal(a1["next", "agent_features"][:, :-1], a1["agent_features"][:, 1:])
 

@@ -119,6 +119,61 @@ def test_behaviour_cloning_uses_only_the_relevant_rows_and_video_only_the_unifor
     assert select_rows(batch, rel)["latents"].shape[0] == int(rel.sum())
 
 
+def test_reward_and_continue_targets_are_the_transition_into_each_frame():
+    """Phase 2 trains reward / continue at slot t, distance n on rewards[t+n−1] / not terminated[t+n−1];
+    the slot-0 distance-0 target (no transition leads into a window's first frame) is masked."""
+    _, agent, _ = _models()
+    agent.train()
+    with torch.no_grad():
+        for p in agent.heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    batch = _batch(b=4, t=6)
+    g = torch.Generator().manual_seed(3)
+    farm = TASK_INDEX["farm"]
+    batch["rewards"][..., farm] = torch.randn(4, 6, generator=g) * 3
+    batch["terminated"] = torch.rand(4, 6, generator=g) < 0.4
+    seen = {}
+
+    def keep(name):
+        def hook(_module, _inputs, out):
+            out.retain_grad()
+            seen[name] = out
+
+        return hook
+
+    hooks = [agent.heads.reward.out.register_forward_hook(keep("reward")),
+             agent.heads.cont.out.register_forward_hook(keep("cont"))]  # fmt: skip
+    torch.manual_seed(0)
+    out = _objective()(agent, batch, step=1)
+    out.loss.backward()
+    for hk in hooks:
+        hk.remove()
+    rel = batch["relevant"]
+    r = batch["rewards"][rel][..., farm]  # [b, T] stored alignment
+    live = (~batch["terminated"][rel]).float()
+    r_logits, c_logits = (
+        seen["reward"].detach(),
+        seen["cont"][..., 0].detach(),
+    )  # [b,T,l,k], [b,T,l]
+    T, n_dist = r.shape[1], r_logits.shape[2]
+    want_r = want_c = 0.0
+    for n in range(n_dist):
+        slots = [t for t in range(T) if 0 <= t + n - 1 < T]
+        idx = torch.tensor(slots)
+        want_r += float(agent.heads.reward.loss(r_logits[:, idx, n], r[:, idx + n - 1]).mean())
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            c_logits[:, idx, n], live[:, idx + n - 1]
+        )
+        want_c += float(bce)
+    assert float(out.terms["reward"]) == pytest.approx(want_r, rel=1e-5)
+    assert float(out.terms["continue"]) == pytest.approx(want_c, rel=1e-5)
+    for name in ("reward", "cont"):
+        grad = seen[name].grad.abs().flatten(3).sum(-1)  # [b, T, l]
+        assert (grad[:, 0, 0] == 0).all(), name  # masked: slot 0, distance 0
+        assert (grad[:, 1:, 0] > 0).all(), name
+        assert (grad[:, T - 1, 1] > 0).all(), name  # the window's last transition, one ahead
+
+
 def test_heads_learn_on_a_tiny_run():
     torch.manual_seed(0)
     _, agent, _ = _models()

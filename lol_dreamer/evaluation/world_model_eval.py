@@ -8,8 +8,10 @@ prediction at every dreamed frame is compared with the true task reward.
 
 Alignment: a window of ``C + H`` stored frames gives context frames ``0..C-1`` (their actions enter
 the sampler's context), future actions ``actions[C-1 : C-1+H]`` (``actions[C-1+f]`` leads into dreamed
-frame ``f``), true frames ``frames[C : C+H]`` and rewards ``rewards[C : C+H]`` (the heads' distance-0
-reward at slot t is ``rewards[t]``, see :mod:`lol_dreamer.models.heads`).
+frame ``f``), true frames ``frames[C : C+H]`` and rewards ``rewards[C-1 : C-1+H]``: the distance-0
+reward head on dreamed frame f (slot ``C+f``) predicts the reward of the transition into it,
+``rewards[C-1+f]``, the reward of future action f (slot alignment by
+:func:`lol_dreamer.models.heads.to_slots`, as in phase 2).
 
 Dimension letters: ``N`` rollouts, ``C`` context, ``F`` dreamed frames, ``n`` = n_z, ``c`` = d_z.
 """
@@ -32,6 +34,7 @@ from lol_dreamer.evaluation.world_model_report import (
     rollout_report,
 )
 from lol_dreamer.io import atomic_write_json
+from lol_dreamer.models.heads import to_slots
 
 
 @torch.no_grad()
@@ -199,7 +202,13 @@ def evaluate_world_model(
             parts["r_pred"].append(
                 wm.heads.reward.predict(h.to(wm.device), 0).float().cpu().numpy()
             )
-            rew = np.stack([np.asarray(eps[e].rewards[s + c : s + c + horizon]) for e, s in chunk])
+            rew = torch.from_numpy(
+                np.stack(
+                    [np.asarray(eps[e].rewards[s : s + c + horizon], np.float32) for e, s in chunk]
+                )
+            )
+            rew_slots, _ = to_slots(rew)  # slot c + f holds rewards[s + c − 1 + f]
+            rew = rew_slots[:, c : c + horizon].numpy()
             parts["r_true"].append(rew[np.arange(len(chunk)), :, tasks.numpy()])
     seconds = time.perf_counter() - t0
     cat = {k_: np.concatenate(v) if v else None for k_, v in parts.items()}

@@ -62,8 +62,9 @@ def rollout_report(
         shuffled: ``uint8 [r, h, H, W, 3]`` frames predicted with the future actions shuffled in time.
         detect: champion detector ``frame -> (x, y) | None``; None skips the position measures.
         horizons: 1-based horizons for the tables.
-        pred_rewards, true_rewards: ``[r, h]`` reward-head predictions and the true task rewards
-            of the same steps, or None when the world model has no heads.
+        pred_rewards, true_rewards: ``[r, h]`` reward-head predictions on dreamed frame f and the
+            true task reward of the transition into that frame (the reward of future action f),
+            or None when the world model has no heads.
         recon: ``uint8 [r, h, H, W, 3]`` the true future frames through the tokenizer (encode →
             decode), the ceiling any dream can reach; reported as the ``tokenizer`` run.
     Returns:

@@ -6,16 +6,27 @@ is uniform over movement and keys, an untrained reward/value head predicts 0 and
 continue head says 0.5.
 
 MTP alignment with stored episodes (docs/architecture.md): ``frames[t]`` is observed, then
-``actions[t]`` is taken and yields ``rewards[t]``; ``terminated[t]`` is True when the episode ended
-after ``actions[t]``. The agent token at slot t has seen ``z_0..z_t`` and ``a_0..a_{t-1}`` (the action
-leading *into* each frame), so from ``h_t``:
+``actions[t]`` is taken and yields ``rewards[t]`` (the reward of the transition
+``frames[t] → frames[t+1]``); ``terminated[t]`` is True when the episode ended after ``actions[t]``.
+The agent token at slot t has seen ``z_0..z_t`` and ``a_0..a_{t-1}`` (the action leading *into* each
+frame). The policy acts from the state it is in; the reward and continue of a transition are read
+from the state it leads to (SPEC §7: ``r_{t+1}``, ``c_{t+1}`` for ``s_t → s_{t+1}``). So from ``h_t``:
 
-| head      | distance n at slot t predicts                     |
-|-----------|---------------------------------------------------|
-| policy    | ``actions[t + n]``                                |
-| reward    | ``rewards[t + n]`` (the task's entry)             |
-| continue  | ``not terminated[t + n]``                         |
-| value     | (phase 3, single distance) the return from ``s_t`` |
+| head      | distance n at slot t predicts                                         |
+|-----------|-----------------------------------------------------------------------|
+| policy    | ``actions[t + n]``                                                    |
+| reward    | ``rewards[t + n − 1]``: the transition into frame ``t + n`` (task's entry) |
+| continue  | ``not terminated[t + n − 1]``                                         |
+| value     | (phase 3, single distance) the return from ``s_t``                    |
+
+A reward/continue target index below 0 (slot 0 at distance 0: no transition led into the first
+frame of a window) is masked, and so is one past the window's last step. The window's last
+transition is a target at distances n ≥ 1 only (the frame it leads into is not in the window; for
+an episode's final step it is not stored at all, so the distance-0 heads learn the terminal
+transition's reward and continue flag only through the shared trunk).
+:func:`transition_mtp_targets` builds these targets; phase 2 and the world-model evaluation share
+:func:`to_slots`. After a dream step with ``a_t`` the distance-0 reward and continue heads on the
+new frame's features are therefore that step's reward and continue.
 
 Dimension letters: ``b`` batch, ``t`` time, ``l`` MTP distances (L + 1), ``d`` agent-token width,
 ``k`` two-hot bins.
@@ -254,7 +265,7 @@ class TwoHotHead(nn.Module):
 
 
 class RewardHead(TwoHotHead):
-    """Reward ``r_{t+n}`` from ``h_t``, one output layer per distance n = 0..L."""
+    """Reward ``rewards[t+n−1]`` (the transition into frame t+n) from ``h_t``, one output layer per n = 0..L."""
 
     def __init__(self, cfg: HeadsConfig) -> None:
         super().__init__(cfg, cfg.mtp + 1)
@@ -271,7 +282,10 @@ class ValueHead(TwoHotHead):
 
 
 class ContinueHead(nn.Module):
-    """Bernoulli "the episode goes on after the action at t + n": ``h [..., d]`` → logit ``[...]``."""
+    """Bernoulli "the episode went on after the action at t + n − 1" (it led into a live frame t + n).
+
+    ``h [..., d]`` → logit ``[...]``.
+    """
 
     def __init__(self, cfg: HeadsConfig) -> None:
         super().__init__()
@@ -356,6 +370,54 @@ def mtp_targets(x: Tensor, L: int, valid: Tensor | None = None) -> tuple[Tensor,
     vp = torch.cat((v, torch.zeros(b, L, dtype=torch.bool, device=x.device)), dim=1)
     valid_out = torch.stack([vp[:, n : n + t] for n in range(L + 1)], dim=2)
     return targets, valid_out
+
+
+def to_slots(x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-transition quantity in stored alignment → slot alignment: slot k holds ``x[k − 1]``.
+
+    ``rewards[t]`` and ``terminated[t]`` belong to the transition ``frames[t] → frames[t+1]``, whose
+    outcome is read from the features of the frame it leads to, slot ``t + 1``. Slot 0 has no such
+    transition inside the window and is invalid; the last transition lands one slot past the
+    window (slot T), where it can still be a multi-token-prediction target of earlier slots. The
+    counterpart of :func:`lol_dreamer.models.dynamics.shift_actions` for what the reward and
+    continue heads predict.
+
+    Args:
+        x: ``[b, T, ...]`` (rewards, continue flags).
+        valid: optional ``[b, T]`` bool mask of usable steps (stored alignment).
+    Returns:
+        ``(x_slot [b, T + 1, ...], valid_slot [b, T + 1])`` with ``x_slot[:, k] = x[:, k − 1]``,
+        ``x_slot[:, 0] = 0`` and ``valid_slot[:, 0] = False``.
+
+    Example:
+        >>> to_slots(torch.tensor([[5.0, 6.0, 7.0]]))
+        (tensor([[0., 5., 6., 7.]]), tensor([[False,  True,  True,  True]]))
+    """
+    b, t = x.shape[:2]
+    xs = torch.cat((torch.zeros_like(x[:, :1]), x), dim=1)
+    v = torch.ones(b, t, dtype=torch.bool, device=x.device) if valid is None else valid.bool()
+    vs = torch.cat((torch.zeros_like(v[:, :1]), v), dim=1)
+    return xs, vs
+
+
+def transition_mtp_targets(x: Tensor, L: int, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Reward / continue targets: ``x[t + n − 1]`` for slot t and distance n = 0..L.
+
+    Args:
+        x: ``[b, T, ...]`` per-transition quantity in stored alignment (``rewards[:, t]`` from
+            ``actions[:, t]``; ``1 − terminated``).
+        L: largest distance.
+        valid: optional ``[b, T]`` bool mask of usable steps (stored alignment).
+    Returns:
+        ``(targets [b, T, L+1, ...], valid [b, T, L+1])``: ``targets[:, t, n] = x[:, t + n − 1]``;
+        valid is False where ``t + n − 1 < 0`` (slot 0 at distance 0), ``t + n − 1 ≥ T`` or the
+        target step is masked. The window's last transition is a target at distances n ≥ 1 only:
+        the frame it leads into is not in the window.
+    """
+    t = x.shape[1]
+    xs, vs = to_slots(x, valid)
+    targets, ok = mtp_targets(xs, L, vs)
+    return targets[:, :t], ok[:, :t]
 
 
 def uniform_action_logprob(n_move: int = N_MOVE, n_keys: int = N_KEYS) -> float:

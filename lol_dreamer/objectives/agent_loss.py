@@ -2,7 +2,16 @@
 
 DreamerV4 §3.3 (arXiv 2509.24527): from the agent-token output ``h_t`` each head predicts ``n = 0..L``
 steps ahead, and the loss is ``−Σ_n [ln p(a_{t+n} | h_t) + ln p(r_{t+n} | h_t)]``; we add the
-continue head's binary cross-entropy on ``not terminated[t+n]``. Alignment is documented in
+continue head's binary cross-entropy on ``c_{t+n}``. In the paper's (and SPEC §7's) indexing
+``r_{t+n}`` is the reward of the transition into state ``s_{t+n}``, which in stored alignment is
+``rewards[t+n−1]`` (``rewards[t]`` comes from ``actions[t]``, taken in ``frames[t]``); likewise
+``c_{t+n} = not terminated[t+n−1]``. So at slot t, distance n:
+
+- policy   → ``actions[t+n]``;
+- reward   → ``rewards[t+n−1]``, continue → ``not terminated[t+n−1]`` (slot 0 at n = 0 is masked).
+
+The reward and continue of a step are thus read from the features of the frame that step produced,
+which is how the dream environments and imagination read them. Alignment is documented in
 :mod:`lol_dreamer.models.heads`. The dynamics loss is added by the caller.
 """
 
@@ -12,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lol_dreamer.models.heads import AgentHeads, mtp_targets
+from lol_dreamer.models.heads import AgentHeads, mtp_targets, transition_mtp_targets
 
 
 def _masked_mean_per_distance(x: Tensor, valid: Tensor) -> Tensor:
@@ -42,15 +51,17 @@ def agent_head_loss(
     """Raw (un-weighted) phase-2 head losses, each summed over MTP distances n = 0..L.
 
     For every distance n the negative log-likelihood is averaged over the slots ``t`` whose target
-    ``t + n`` exists (and is valid), then the distances are summed, following
-    ``−Σ_n [ln p(a_{t+n} | h_t) + ln p(r_{t+n} | h_t)]``.
+    exists (and is valid), then the distances are summed, following
+    ``−Σ_n [ln p(a_{t+n} | h_t) + ln p(r_{t+n} | h_t)]``. The BC target is ``actions[t+n]``; the
+    reward and continue targets are ``rewards[t+n−1]`` and ``not terminated[t+n−1]`` (the transition
+    into frame ``t+n``), invalid where ``t+n−1 < 0`` or ``t+n ≥ T``.
 
     Args:
         heads: the agent heads.
         h: agent-token features ``[b, t, d]`` (slot t has seen ``z_{≤t}``, ``a_{<t}``).
         actions: ``int64 [b, t, 9]``, ``actions[:, t]`` taken after ``frames[:, t]``.
-        rewards: ``[b, t]`` rewards of the task, ``rewards[:, t]`` from ``actions[:, t]``
-            (see :func:`select_task_reward`).
+        rewards: ``[b, t]`` rewards of the task in stored alignment, ``rewards[:, t]`` from
+            ``actions[:, t]`` (see :func:`select_task_reward`); shifted into slots here.
         terminated: ``bool [b, t]``, True when the episode ended after ``actions[:, t]``.
         action_valid: optional ``bool [b, t]`` (the dataset's ``labeled`` mask, and/or the
             task-relevant half of the batch): BC uses only these steps as targets.
@@ -78,10 +89,11 @@ def agent_head_loss(
     a_tgt, a_ok = mtp_targets(actions, L, a_valid)  # [b, t, l, 9], [b, t, l]
     bc = -out.policy.log_prob(a_tgt)  # [b, t, l]
 
-    r_tgt, r_ok = mtp_targets(rewards.float(), L, step_valid)
+    # reward / continue of the transition into frame t + n: rewards[t + n − 1] (slot 0, n = 0 masked)
+    r_tgt, r_ok = transition_mtp_targets(rewards.float(), L, step_valid)
     rew = heads.reward.loss(out.reward_logits, r_tgt)  # [b, t, l]
 
-    c_tgt, c_ok = mtp_targets((~terminated.bool()).float(), L, step_valid)
+    c_tgt, c_ok = transition_mtp_targets((~terminated.bool()).float(), L, step_valid)
     cont = F.binary_cross_entropy_with_logits(out.continue_logits.float(), c_tgt, reduction="none")
 
     return {

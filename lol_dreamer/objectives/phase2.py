@@ -12,7 +12,9 @@ kept noisy. Batches come from :class:`lol_dreamer.data.MixtureSampler`: rows wit
   and signal level exactly as in :func:`~lol_dreamer.objectives.shortcut.sample_levels` and is noised
   to ``z̃ = (1 − τ)·z0 + τ·z1`` — so the agent tokens read noisy latents as during world-model
   training; the head losses of :func:`~lol_dreamer.objectives.agent_loss.agent_head_loss` apply to
-  the agent-token features ``h_t`` of those rows only.
+  the agent-token features ``h_t`` of those rows only. Its reward and continue targets at slot t,
+  distance n are the stored ``rewards[t+n−1]`` / ``not terminated[t+n−1]`` (the transition into
+  frame t+n; slot 0 at n = 0 has none and is masked), the behaviour-cloning target ``actions[t+n]``.
 
 Dimension letters: ``b`` rows, ``t`` frames, ``n`` = n_z, ``c`` = d_z, ``d`` model width.
 """
