@@ -80,3 +80,10 @@ def test_without_a_bundled_model_the_error_says_how_to_make_one(tmp_path, monkey
     err = capsys.readouterr().err
     assert "no default world model is bundled" in err
     assert "lol-dreamer pipeline --out RUN" in err and "--world-model RUN/bc" in err
+
+
+def test_a_dynamics_only_world_model_is_driven_by_the_scripted_player(run, tmp_path):
+    from lol_dreamer.envs.demo import run_demo
+
+    r = run_demo(str(run.out / "world_model"), tmp_path / "d", frames=3, seed=1, progress=False)
+    assert r.actor == "scripted" and r.frames == 3 and r.dream.shape == r.real.shape
