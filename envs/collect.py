@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lol_dreamer.actions import TASK_INDEX, TASKS
+from lol_dreamer.actions import TASK_INDEX, TASKS, noop_action
 from lol_dreamer.data.storage import (
     EPISODES_DIR,
     INDEX_FILE,
@@ -88,11 +88,15 @@ def play_episode(job: dict[str, Any]) -> dict[str, Any]:
     player = job["make_player"](job["task"], job["skill"], job["player_seed"])
     fields = _state_fields(env)
     n = job["max_steps"]
-    frames = np.empty((n, job["res"], job["res"], 3), np.uint8)
-    actions = np.empty((n, 9), np.int64)
-    rewards = np.empty((n, len(TASKS)), np.float32)
-    terminated = np.zeros(n, bool)
-    state = np.empty((n, len(fields)), np.float32) if fields else None
+    # One row more than actions: the observation after the final action is stored too, with an
+    # unlabeled stand action, so the transition into the terminal frame (its reward and the
+    # terminal flag) is learnable at MTP distance 0.
+    frames = np.empty((n + 1, job["res"], job["res"], 3), np.uint8)
+    actions = np.empty((n + 1, 9), np.int64)
+    labeled = np.ones(n + 1, bool)
+    rewards = np.zeros((n + 1, len(TASKS)), np.float32)
+    terminated = np.zeros(n + 1, bool)
+    state = np.empty((n + 1, len(fields)), np.float32) if fields else None
 
     obs, info = env.reset(seed=job["env_seed"])
     t, truncated = 0, False
@@ -108,6 +112,11 @@ def play_episode(job: dict[str, Any]) -> dict[str, Any]:
         if term or trunc:
             truncated = bool(trunc)
             break
+    frames[t] = obs  # the final observation: no action follows it
+    if state is not None:
+        state[t] = env.state_vector(info)
+    actions[t] = noop_action()
+    labeled[t] = False
     ret = rewards[:t].sum(0)
     meta = {
         "collector": "lol_dreamer.envs.collect",
@@ -121,12 +130,13 @@ def play_episode(job: dict[str, Any]) -> dict[str, Any]:
     }
     name = write_episode(
         job["root"],
-        frames=frames[:t],
-        actions=actions[:t],
-        rewards=rewards[:t],
+        frames=frames[: t + 1],
+        actions=actions[: t + 1],
+        labeled=labeled[: t + 1],
+        rewards=rewards[: t + 1],
         task=TASK_INDEX[job["task"]],
-        terminated=terminated[:t],
-        state=state[:t] if state is not None else None,
+        terminated=terminated[: t + 1],
+        state=state[: t + 1] if state is not None else None,
         state_fields=fields,
         meta=meta,
         fps=FPS,
@@ -136,7 +146,7 @@ def play_episode(job: dict[str, Any]) -> dict[str, Any]:
     )
     record = {
         "name": name,
-        "length": t,
+        "length": t + 1,
         "task": TASK_INDEX[job["task"]],
         "resolution": job["res"],
         "source": "lanesim",
@@ -144,7 +154,7 @@ def play_episode(job: dict[str, Any]) -> dict[str, Any]:
         "has_state": state is not None,
         "has_latents": False,
     }
-    return {"entry": record, "length": t, "task": job["task"], "return": ret}
+    return {"entry": record, "length": t + 1, "task": job["task"], "return": ret}
 
 
 @dataclass

@@ -29,9 +29,14 @@ def test_cli_collect_lanesim_round_trip(tmp_path, capsys):
         1,
     ]  # mixed: round-robin
     for k, ep in enumerate(ds):
-        t = len(ep)
-        assert 1 <= t <= 50 and ep.frames.shape == (t, 64, 64, 3) and ep.labeled.all()
-        assert ep.state.shape == (t, len(STATE_FIELDS)) and tuple(ep.state_fields) == STATE_FIELDS
+        t = len(ep) - 1  # actions taken; the final observation is stored after them
+        assert 1 <= t <= 50 and ep.frames.shape == (t + 1, 64, 64, 3)
+        assert ep.labeled[:t].all() and not ep.labeled[t]
+        assert ep.actions[t].tolist() == [18, 0, 0, 0, 0, 0, 0, 0, 0]
+        assert not ep.terminated[t] and not ep.rewards[t].any()
+        assert (
+            ep.state.shape == (t + 1, len(STATE_FIELDS)) and tuple(ep.state_fields) == STATE_FIELDS
+        )
         assert ep.meta["source"] == "lanesim" and ep.meta["fps"] == 20.0
         plan = episode_plan(k, seed=5, task="mixed", skill=0.8, skill_jitter=0.1)
         assert (
@@ -51,6 +56,8 @@ def test_cli_collect_lanesim_round_trip(tmp_path, capsys):
                 r == pytest.approx(float(ep.rewards[i, ep.task])) and bool(ep.terminated[i]) == term
             )
         assert term or trunc
+        np.testing.assert_array_equal(ep.frames[t], obs)  # the observation after the last action
+        np.testing.assert_array_equal(ep.state[t], LaneEnv.state_vector(info))
         np.testing.assert_allclose(ep.meta["metadata"]["return"], ep.rewards.sum(0), rtol=1e-5)
 
 
@@ -121,18 +128,20 @@ def test_alignment_on_toy_env(tmp_path):
     assert ds.tasks.tolist() == [0, 1, 2, 0]
     for ep in ds:
         f, a, st = ep.frames[:, 0, 0].astype(int), ep.actions, ep.state
-        t = len(ep)
-        assert f[:, 0].tolist() == list(range(t)) and st[:, 0].tolist() == list(
-            range(t)
+        t = len(ep) - 1  # actions taken; frame t is the final observation
+        assert f[:, 0].tolist() == list(range(t + 1)) and st[:, 0].tolist() == list(
+            range(t + 1)
         )  # frame t, state t
         assert (f[1:, 1] == f[:-1, 1] + a[:-1, 0]).all()  # frame t+1 follows from action t
+        assert ep.labeled[:t].all() and not ep.labeled[t]
         np.testing.assert_array_equal(
-            ep.rewards, np.stack([a[:, 0], a[:, 1], np.arange(1, t + 1)], 1)
+            ep.rewards[:t], np.stack([a[:t, 0], a[:t, 1], np.arange(1, t + 1)], 1)
         )
-        assert ep.terminated[:-1].sum() == 0 and bool(ep.terminated[-1]) == (
-            st[-1, 1] + a[-1, 0] > 120
+        assert not ep.rewards[t].any() and not ep.terminated[t]
+        assert ep.terminated[: t - 1].sum() == 0 and bool(ep.terminated[t - 1]) == (
+            st[t - 1, 1] + a[t - 1, 0] > 120
         )
-        assert ep.terminated[-1] or t == 30
+        assert ep.terminated[t - 1] or t == 30
     farm = s.per_task["farm"]
     assert farm["episodes"] == 2
     want = np.mean([ds[i].rewards.sum(0) for i in (0, 3)], axis=0)
