@@ -143,6 +143,10 @@ def run_pipeline(
         StageFailed: a stage raised (the message names it and how to resume).
     """
     settings = cfg.resolved()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out).resolve()
     external = cfg.data is not None
     paths = Paths(out=out, data=Path(cfg.data).resolve() if external else out / "data",

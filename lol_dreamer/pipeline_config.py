@@ -12,26 +12,28 @@ import shlex
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-# The default-model recipe (nano presets, 128 px). Step counts sized for about 100 minutes of
-# training on two CPU cores; see benchmarks/RESULTS.md ("pipeline") for the measured rates.
+# The default-model recipe (nano presets, 128 px), sized for about 100 minutes on two CPU cores
+# with --threads 1: measured single-thread costs per optimiser step at nano size are tokenizer 2.8 s
+# (batch 8 × 4 frames), dynamics 1.4 s, phase 2 1.1 s (batch 8), phase 3 4.1 s (16 rollouts × 32
+# steps), tokenization 14 ms per frame (benchmarks/bench_pipeline.py, benchmarks/RESULTS.md).
 FULL: dict[str, Any] = {
     "preset": "nano",
     "res": 128,
-    "episodes": 48,
+    "episodes": 32,
     "max_steps": 1000,
     "collect_task": "mixed",
-    "steps_tokenizer": 1500,
-    "steps_dynamics": 1500,
+    "steps_tokenizer": 700,
+    "steps_dynamics": 1200,
     "steps_agent": 600,
-    "steps_imagine": 150,
+    "steps_imagine": 160,
     "batch_tokenizer": 8,
     "batch_dynamics": 8,
     "batch_agent": 8,
     "batch_imagine": 16,
     "horizon": 32,
     "lpips_weight": 0.2,
-    "save_every": 250,
-    "eval_episodes": 3,
+    "save_every": 100,
+    "eval_episodes": 2,
     "eval_seeds": 3,
     "eval_max_steps": 1000,
     "wm_eval_episodes": 8,
@@ -83,6 +85,8 @@ class PipelineConfig:
             wm_eval_episodes: held-out episodes of the world-model evaluation.
         seed: seed of collection and every trainer.
         device: ``auto``, ``cpu``, ``cuda``…
+        threads: torch CPU threads of every stage (None = torch's default, one per core). On a
+            CPU shared with other jobs, 1 is often much faster than oversubscribed threads.
     """
 
     out: str
@@ -113,6 +117,7 @@ class PipelineConfig:
     wm_eval_episodes: int | None = None
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
 
     def resolved(self) -> dict[str, Any]:
         """Every setting with the defaults filled in (JSON-safe)."""

@@ -128,6 +128,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seed of collection and every trainer (default %(default)s)",
     )
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
+    a(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: one per core); 1 is often faster on a CPU shared with other jobs",
+    )
     a("--stages", default=None, help=f"run only these comma-separated stages ({STAGES})")
     a("--until", default=None, metavar="STAGE", help="run the stages up to and including STAGE")
     a(
