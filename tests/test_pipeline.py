@@ -166,3 +166,21 @@ def test_a_failing_stage_is_named_with_how_to_resume(tmp_path):
         and "at least 2" in rec["stages"]["collect"]["error"]
     )
     assert not marker_path(tmp_path / "R", "collect").exists()
+
+
+def test_an_interrupted_collection_is_topped_up_to_the_same_episodes(tmp_path, run):
+    import numpy as np
+
+    from lol_dreamer.data import open_dataset
+    from lol_dreamer.envs.collect import collect
+
+    out = tmp_path / "R"
+    q = QUICK
+    collect(out / "data", 2, res=q["res"], task="farm", max_steps=q["max_steps"], progress=False)
+    rec = run_pipeline(quick_config(out), until="collect", quiet=True)
+    assert rec["stages"]["collect"]["metrics"]["episodes"] == q["episodes"]
+    mine, ref = open_dataset(out / "data"), open_dataset(run.out / "data")
+    assert mine.names == ref.names
+    for i in range(len(ref)):
+        np.testing.assert_array_equal(np.asarray(mine[i].frames), np.asarray(ref[i].frames))
+        np.testing.assert_array_equal(np.asarray(mine[i].actions), np.asarray(ref[i].actions))
