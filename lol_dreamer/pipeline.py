@@ -150,7 +150,8 @@ def run_pipeline(
     out = Path(cfg.out).resolve()
     external = cfg.data is not None
     paths = Paths(out=out, data=Path(cfg.data).resolve() if external else out / "data",
-                  external_data=external)  # fmt: skip
+                  external_data=external,
+                  external_tokenizer=Path(cfg.tokenizer).resolve() if cfg.tokenizer else None)  # fmt: skip
     chosen = select_stages(stages, until)
     say = (lambda *a: None) if quiet else print
     out.mkdir(parents=True, exist_ok=True)

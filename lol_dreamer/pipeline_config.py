@@ -72,6 +72,8 @@ class PipelineConfig:
         out: the pipeline folder RUN (``RUN/data``, ``RUN/tokenizer``, ``RUN/world_model``,
             ``RUN/bc``, ``RUN/pmpo``, ``RUN/eval``, ``RUN/pipeline.json``).
         data: start from this existing dataset instead of collecting (latents are written into it).
+        tokenizer: start from this trained tokenizer run instead of training one (it is checked
+            and used in place; its weights' hash is recorded).
         quick: the ``test`` presets and tiny step counts (minutes on two CPU cores).
         task: the agent's task (``farm`` | ``fight`` | ``push``).
         preset: model size preset of every component.
@@ -91,6 +93,7 @@ class PipelineConfig:
 
     out: str
     data: str | None = None
+    tokenizer: str | None = None
     quick: bool = False
     task: str = "farm"
     preset: str | None = None

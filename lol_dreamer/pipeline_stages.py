@@ -29,10 +29,11 @@ class Paths:
     out: Path
     data: Path
     external_data: bool
+    external_tokenizer: Path | None = None
 
     @property
     def tokenizer(self) -> Path:
-        return self.out / "tokenizer"
+        return self.external_tokenizer or self.out / "tokenizer"
 
     @property
     def world_model(self) -> Path:
@@ -169,6 +170,16 @@ def _collect(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tokenizer_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
+    if p.external_tokenizer is not None:
+        from lol_dreamer.world_model_training import file_sha256
+
+        weights = p.external_tokenizer / "model.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(
+                f"--tokenizer {p.external_tokenizer} holds no model.safetensors; pass a run folder "
+                "written by `lol-dreamer train tokenizer`"
+            )
+        return {"tokenizer": str(p.external_tokenizer), "sha256": file_sha256(weights)}
     return {
         "preset": s["preset"],
         "steps": s["steps_tokenizer"],
@@ -180,6 +191,14 @@ def _tokenizer_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
 
 
 def _tokenizer(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
+    if p.external_tokenizer is not None:  # adopt a trained tokenizer: check it rebuilds and loads
+        from lol_dreamer.checkpoint import load_model, load_run_config
+
+        kind = load_run_config(p.tokenizer).get("kind")
+        if kind != "tokenizer":
+            raise ValueError(f"--tokenizer {p.tokenizer} is a {kind!r} run, not a tokenizer run")
+        load_model(p.tokenizer)
+        return {**last_eval(p.tokenizer), "n_params": _n_params(p.tokenizer), "adopted": True}
     argv = ["train", "tokenizer", "--data", p.data, "--out", p.tokenizer, "--preset", a["preset"],
             "--batch-size", a["batch_size"], "--lpips-weight", a["lpips_weight"]]  # fmt: skip
     if a.get("lpips_weights"):

@@ -150,6 +150,30 @@ def test_data_path_starts_from_an_existing_dataset(tmp_path, run):
     assert rec["stages"]["dynamics"]["status"] == "pending"
 
 
+def test_tokenizer_flag_adopts_a_trained_tokenizer(tmp_path, run):
+    import shutil
+
+    data = tmp_path / "recordings"
+    shutil.copytree(run.out / "data", data)
+    out = tmp_path / "R"
+    tok = run.out / "tokenizer"
+    rec = run_pipeline(
+        quick_config(out, data=str(data), tokenizer=str(tok)), until="tokenize", quiet=True
+    )
+    assert not (out / "tokenizer").exists()  # nothing trained
+    args = rec["stages"]["tokenizer"]["args"]
+    assert args["tokenizer"] == str(tok.resolve()) and len(args["sha256"]) == 64
+    assert rec["stages"]["tokenizer"]["metrics"]["adopted"] is True
+    meta = json.loads(next((data / "episodes").glob("*/meta.json")).read_text())
+    assert str(tok.resolve()) in json.dumps(meta)  # the latents come from the adopted tokenizer
+    with pytest.raises(StageFailed, match="not a tokenizer run"):
+        run_pipeline(
+            quick_config(tmp_path / "R2", data=str(data), tokenizer=str(run.out / "world_model")),
+            until="tokenizer",
+            quiet=True,
+        )
+
+
 def test_a_failing_stage_is_named_with_how_to_resume(tmp_path):
     from lol_dreamer.envs.collect import collect
 

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="start from this dataset (e.g. ingested recordings) instead of collecting; latents are written into it",
     )
     a(
+        "--tokenizer",
+        default=None,
+        help="start from this trained tokenizer run instead of training one",
+    )
+    a(
         "--quick",
         action="store_true",
         help="test presets and tiny step counts: minutes on 2 CPU cores",
