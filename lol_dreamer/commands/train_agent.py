@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lol_dreamer.commands import lazy
-from lol_dreamer.commands.train_dynamics import add_loop_args
+from lol_dreamer.commands.loop_args import add_loop_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,5 +69,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="weight of the continue loss (default %(default)s)",
     )
-    add_loop_args(p, steps=5000, batch_size=16, lr=1e-4)
+    add_loop_args(p, steps=5000, batch_size=16, lr=1e-4, save_every=1000, eval_every=500)
     p.set_defaults(func=lazy("lol_dreamer.train_agent:run"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lol_dreamer.commands import lazy
+from lol_dreamer.commands.loop_args import add_loop_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dataset tokenized with the agent's tokenizer (default: its stored start clips)",
     )
     a("--out", required=True, help="phase-3 run folder to write")
-    a("--steps", type=int, default=1000, help="optimiser steps (default %(default)s)")
     a("--horizon", type=int, default=32, help="imagined steps per rollout H (default %(default)s)")
     a(
         "--batch",
@@ -68,26 +68,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="denoising steps per imagined frame (default: the world model's)",
     )
-    a("--lr", type=float, default=1e-4, help="peak learning rate (default %(default)s)")
-    a("--warmup", type=int, default=None, help="warmup steps (default min(1000, 5%% of --steps))")
-    a("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default %(default)s)")
-    a("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default %(default)s)")
-    a("--save-every", type=int, default=100, help="checkpoint every N steps (default %(default)s)")
-    a(
-        "--log-every",
-        type=int,
-        default=10,
-        help="progress-bar refresh every N steps (default %(default)s)",
-    )
-    a("--resume", action="store_true", help="continue the run in --out from its state/")
-    a("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    a("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
-    a(
-        "--precision",
-        default="auto",
-        choices=("auto", "fp32", "bf16"),
-        help="autocast precision (default %(default)s)",
-    )
-    a("--quiet", action="store_true", help="no progress bar or summary")
-    a("--debug", action="store_true", help="show full tracebacks")
+    add_loop_args(p, steps=1000, lr=1e-4, save_every=100, weight_decay=0.0, ema=False)
     p.set_defaults(func=lazy("lol_dreamer.agents.imagine:run"))

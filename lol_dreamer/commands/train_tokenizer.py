@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lol_dreamer.commands import lazy
+from lol_dreamer.commands.loop_args import add_loop_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,21 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("transformer", "cnn"),
         help="tokenizer architecture (default %(default)s)",
     )
-    p.add_argument("--steps", type=int, default=3000, help="optimiser steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per step (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=4, help="frames per clip (default %(default)s)")
-    p.add_argument(
-        "--lr", type=float, default=5e-4, help="peak learning rate (default %(default)s)"
-    )
-    p.add_argument(
-        "--warmup", type=int, default=None, help="warmup steps (default min(1000, 5%% of --steps))"
-    )
-    p.add_argument(
-        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (default %(default)s)"
-    )
-    p.add_argument(
-        "--grad-clip", type=float, default=1.0, help="gradient-norm clip (default %(default)s)"
-    )
     p.add_argument(
         "--lpips-weight",
         type=float,
@@ -63,49 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=8,
         help="LPIPS on at most N frames per step (default %(default)s)",
     )
-    p.add_argument("--ema", action="store_true", help="keep an EMA of the weights and publish it")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the tokenizer")
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=250,
-        help="held-out reconstruction every N steps, 0 = at the end (default %(default)s)",
+    add_loop_args(
+        p,
+        steps=3000,
+        batch_size=8,
+        batch_help="clips per step",
+        lr=5e-4,
+        save_every=500,
+        eval_every=250,
+        eval_help="held-out reconstruction every N steps, 0 = at the end",
+        eval_batches=2,
+        split_seed_help="seed of the episode split",
+        precision_help="autocast precision; auto = bf16 on CUDA",
+        quiet=False,
     )
-    p.add_argument(
-        "--eval-batches",
-        type=int,
-        default=2,
-        help="held-out batches per evaluation (default %(default)s)",
-    )
-    p.add_argument(
-        "--save-every", type=int, default=500, help="checkpoint every N steps (default %(default)s)"
-    )
-    p.add_argument(
-        "--log-every",
-        type=int,
-        default=10,
-        help="progress-bar refresh every N steps (default %(default)s)",
-    )
-    p.add_argument(
-        "--held-out",
-        type=float,
-        default=0.1,
-        help="fraction of episodes held out (default %(default)s)",
-    )
-    p.add_argument(
-        "--split-seed", type=int, default=0, help="seed of the episode split (default %(default)s)"
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its state/"
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=("auto", "fp32", "bf16"),
-        help="autocast precision; auto = bf16 on CUDA (default %(default)s)",
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.set_defaults(func=lazy("lol_dreamer.training.tokenizer_job:run"))
