@@ -336,12 +336,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha, beta=args.beta, gamma=args.gamma, lmbda=args.lmbda, task=args.task,
         steps_per_frame=args.k,
     )  # fmt: skip
-    train_cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, save_every=args.save_every,
-        log_every=args.log_every, amp={"auto": "auto", "fp32": "off", "bf16": "bf16"}[args.precision],
-        seed=args.seed, device=args.device, progress=not args.quiet,
-    )  # fmt: skip
+    train_cfg = TrainConfig.from_args(args, batch_size=args.batch)
     result = train_imagine(args.agent, args.out, cfg, train_cfg, data=args.data, resume=args.resume)
     if not args.quiet:
         print(

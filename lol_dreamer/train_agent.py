@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from lol_dreamer.objectives.phase2 import Phase2Config, Phase2Objective
     from lol_dreamer.objectives.shortcut import ShortcutConfig
     from lol_dreamer.training import train
+    from lol_dreamer.training.config import TrainConfig
     from lol_dreamer.training.distributed import barrier, init_distributed
     from lol_dreamer.training.state import has_state
     from lol_dreamer.world_model_export import copy_world_model_assets
@@ -100,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         batch_lengths,
         check_latents,
         held_out_eval,
-        train_config_from_args,
     )
 
     wm, out = Path(args.world_model), Path(args.out)
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     model = AgentWorldModel(dyn_cfg, heads_config(args.heads_preset, dyn_cfg.dim, args.mtp))
     fresh = load_dynamics_into(model, base_state)
     short, long = batch_lengths(train_set.lengths, dyn_cfg.context, args.seq_len)
-    cfg = train_config_from_args(args)
+    cfg = TrainConfig.from_args(args)
     fields = ("latents", "actions", "labeled", "rewards", "terminated")
 
     info = init_distributed(args.device)

@@ -84,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
     from lol_dreamer.models.tokenizer_config import TokenizerConfig
     from lol_dreamer.objectives.shortcut import ShortcutConfig, ShortcutObjective
     from lol_dreamer.training import train
+    from lol_dreamer.training.config import TrainConfig
     from lol_dreamer.training.distributed import barrier, init_distributed
     from lol_dreamer.training.state import has_state
     from lol_dreamer.world_model_training import (
         batch_lengths,
         check_latents,
         held_out_eval,
-        train_config_from_args,
     )
 
     out = Path(args.out)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         dyn_cfg = DynamicsConfig.preset(args.preset, n_z=tok_cfg.n_z, d_z=tok_cfg.d_z, **overrides)
     short, long = batch_lengths(train_set.lengths, dyn_cfg.context, args.seq_len)
-    cfg = train_config_from_args(args)
+    cfg = TrainConfig.from_args(args)
 
     info = init_distributed(args.device)
     sampler = SequenceSampler(

@@ -3,13 +3,11 @@
 - the tokenizer check: latents must exist and come from the tokenizer the world model will carry;
 - :func:`batch_lengths`: the short/long sequence lengths that fit the episodes;
 - :func:`held_out_eval`: the objective's terms on fixed held-out batches, deterministic and
-  side-effect free, for the trainer's ``eval_fn``;
-- :func:`train_config_from_args`: the command-line flags as a :class:`TrainConfig`.
+  side-effect free, for the trainer's ``eval_fn``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 from collections.abc import Callable
@@ -19,8 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-from lol_dreamer.training import TrainConfig
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -163,23 +159,3 @@ def held_out_eval(
         return {f"{prefix}{k}": v / max(1, len(batches)) for k, v in sums.items()}
 
     return eval_fn
-
-
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The shared loop's settings from the flags of :func:`lol_dreamer.commands.train_dynamics.add_loop_args`."""
-    return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        ema_decay=args.ema_decay if args.ema else 0.0,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        amp={"auto": "auto", "fp32": "off", "bf16": "bf16"}[args.precision],
-        seed=args.seed,
-        device=args.device,
-        progress=not getattr(args, "quiet", False),
-    )

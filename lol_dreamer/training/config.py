@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +77,48 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+        """The loop flags of :func:`lol_dreamer.commands.loop_args.add_loop_args` as a config.
+
+        A flag the command does not declare (``--batch-size``, ``--eval-every``, ``--ema``,
+        ``--compile``, ``--quiet``) leaves the field at its dataclass default.
+
+        Args:
+            args: the parsed command line.
+            **overrides: fields set from elsewhere (e.g. ``batch_size`` from a command's own flag).
+
+        Returns:
+            The :class:`TrainConfig` of the run.
+        """
+        kw: dict[str, Any] = {
+            name: getattr(args, name) for name in _LOOP_FLAG_FIELDS if hasattr(args, name)
+        }
+        kw["ema_decay"] = args.ema_decay if getattr(args, "ema", False) else 0.0
+        kw["amp"] = _PRECISION_TO_AMP[args.precision]
+        kw["progress"] = not getattr(args, "quiet", False)
+        kw.update(overrides)
+        return cls(**kw)
+
+
+# Fields whose command-line flag has the same name (``--batch-size`` → ``batch_size``).
+_LOOP_FLAG_FIELDS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "eval_every",
+    "save_every",
+    "log_every",
+    "compile",
+    "seed",
+    "device",
+)
+# ``--precision`` → :attr:`TrainConfig.amp`.
+_PRECISION_TO_AMP = {"auto": "auto", "fp32": "off", "bf16": "bf16"}
 
 
 @dataclass

@@ -79,26 +79,6 @@ def reconstruction_eval(batches: list[dict[str, torch.Tensor]]):
     return eval_fn
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The command-line flags as a :class:`TrainConfig`."""
-    return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        ema_decay=args.ema_decay if args.ema else 0.0,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        compile=args.compile,
-        amp={"auto": "auto", "fp32": "off", "bf16": "bf16"}[args.precision],
-        seed=args.seed,
-        device=args.device,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """``lol-dreamer train tokenizer``."""
     from lol_dreamer.objectives.lpips_weights import (
@@ -120,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from lol_dreamer.training.state import has_state
     from lol_dreamer.training.trainer import seed_everything, train
 
-    cfg = train_config_from_args(args)
+    cfg = TrainConfig.from_args(args)
     dist = init_distributed(cfg.device)
     out = Path(args.out)
     ds = open_dataset(args.data)
