@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from wm_train_fixture import RES, make_dataset, make_tokenizer_run
+from wm_train_fixture import RES, make_trained_world_model
 
 from lol_dreamer.cli import main
 from lol_dreamer.videoio import read_video
@@ -13,35 +13,7 @@ from lol_dreamer.videoio import read_video
 @pytest.fixture(scope="module")
 def wm(tmp_path_factory):
     root = tmp_path_factory.mktemp("dream")
-    tok = make_tokenizer_run(root / "tok")
-    data = make_dataset(root / "data", tok, n_episodes=3, length=20)
-    out = root / "wm"
-    argv = [
-        "train",
-        "dynamics",
-        "--data",
-        str(data),
-        "--tokenizer",
-        str(tok),
-        "--out",
-        str(out),
-        "--preset",
-        "test",
-    ]
-    argv += [
-        "--steps",
-        "1",
-        "--batch-size",
-        "1",
-        "--eval-batches",
-        "1",
-        "--n-starts",
-        "2",
-        "--clip-frames",
-        "16",
-        "--quiet",
-    ]
-    assert main(argv) == 0
+    _tok, _data, out = make_trained_world_model(root, n_starts=2, clip_frames=16)
     return out
 
 

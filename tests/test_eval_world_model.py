@@ -150,16 +150,13 @@ def test_lost_champion_ends_coherence_and_rewards_are_scored(tmp_path):
 
 
 def test_eval_world_model_command_writes_every_measure(tmp_path, capsys):
-    from wm_train_fixture import make_dataset, make_tokenizer_run
+    from wm_train_fixture import make_trained_world_model
 
     from lol_dreamer.cli import main
 
-    tok = make_tokenizer_run(tmp_path / "tok")
-    data = make_dataset(tmp_path / "data", tok, n_episodes=3, length=20)
-    wm, bc = tmp_path / "wm", tmp_path / "bc"
+    _tok, data, wm = make_trained_world_model(tmp_path, n_starts=2, batch_size=2)
+    bc = tmp_path / "bc"
     common = ["--steps", "1", "--batch-size", "2", "--eval-batches", "1", "--quiet"]
-    assert main(["train", "dynamics", "--data", str(data), "--tokenizer", str(tok), "--out", str(wm),
-                 "--preset", "test", "--n-starts", "2", "--clip-frames", "12", *common]) == 0  # fmt: skip
     assert main(["train", "agent", "--world-model", str(wm), "--data", str(data), "--out", str(bc),
                  "--heads-preset", "test", "--mtp", "2", *common]) == 0  # fmt: skip
     out = tmp_path / "report.json"

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import torch
-from wm_train_fixture import make_dataset, make_tokenizer_run
+from wm_train_fixture import make_trained_world_model
 
 from lol_dreamer.checkpoint import load_state_dict_file
 from lol_dreamer.cli import main
@@ -16,35 +16,9 @@ def test_train_imagine_on_a_train_agent_folder(tmp_path):
     from lol_dreamer.agents.imagine import ImagineConfig, build_imagination
     from lol_dreamer.policy import load_policy
 
-    tok = make_tokenizer_run(tmp_path / "tok")
-    data = make_dataset(tmp_path / "data", tok, n_episodes=3, length=20)
-    wm, bc, pmpo = tmp_path / "wm", tmp_path / "bc", tmp_path / "pmpo"
     quiet = ["--quiet", "--device", "cpu"]
-    argv = [
-        "train",
-        "dynamics",
-        "--data",
-        str(data),
-        "--tokenizer",
-        str(tok),
-        "--out",
-        str(wm),
-        "--preset",
-        "test",
-    ]
-    argv += [
-        "--steps",
-        "1",
-        "--batch-size",
-        "1",
-        "--eval-batches",
-        "1",
-        "--n-starts",
-        "3",
-        "--clip-frames",
-        "12",
-    ]
-    assert main([*argv, *quiet]) == 0
+    _tok, data, wm = make_trained_world_model(tmp_path, extra=tuple(quiet))
+    bc, pmpo = tmp_path / "bc", tmp_path / "pmpo"
     argv = [
         "train",
         "agent",

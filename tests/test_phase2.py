@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from wm_train_fixture import make_dataset, make_tokenizer_run
+from wm_train_fixture import make_trained_world_model
 
 from lol_dreamer.actions import ACTION_NVEC, TASK_INDEX
 from lol_dreamer.cli import main
@@ -197,35 +197,7 @@ def test_heads_learn_on_a_tiny_run():
 @pytest.fixture(scope="module")
 def world_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("p2")
-    tok = make_tokenizer_run(root / "tok")
-    data = make_dataset(root / "data", tok, n_episodes=3, length=20)
-    wm = root / "wm"
-    argv = [
-        "train",
-        "dynamics",
-        "--data",
-        str(data),
-        "--tokenizer",
-        str(tok),
-        "--out",
-        str(wm),
-        "--preset",
-        "test",
-    ]
-    argv += [
-        "--steps",
-        "1",
-        "--batch-size",
-        "1",
-        "--eval-batches",
-        "1",
-        "--n-starts",
-        "3",
-        "--clip-frames",
-        "12",
-        "--quiet",
-    ]
-    assert main(argv) == 0
+    _tok, data, wm = make_trained_world_model(root)
     return root, data, wm
 
 

@@ -84,3 +84,36 @@ def make_dataset(
             z = tok.encode(x)[0].numpy()
         write_latents(root, ep.name, z, meta=meta)
     return root
+
+
+def make_trained_world_model(
+    root: str | Path,
+    *,
+    n_starts: int = 3,
+    clip_frames: int = 12,
+    batch_size: int = 1,
+    extra: tuple[str, ...] = ("--quiet",),
+) -> tuple[Path, Path, Path]:
+    """A tokenizer run, 3 tokenized farm episodes of 20 frames and a one-step ``train dynamics`` run.
+
+    Args:
+        root: folder to write ``tok/``, ``data/`` and ``wm/`` into.
+        n_starts: ``--n-starts`` of the world model.
+        clip_frames: ``--clip-frames`` of the world model.
+        batch_size: ``--batch-size`` of the one step.
+        extra: further ``train dynamics`` flags.
+
+    Returns:
+        ``(tokenizer_run, dataset, world_model)`` folders.
+    """
+    from lol_dreamer.cli import main
+
+    root = Path(root)
+    tok = make_tokenizer_run(root / "tok")
+    data = make_dataset(root / "data", tok, n_episodes=3, length=20)
+    wm = root / "wm"
+    argv = ["train", "dynamics", "--data", str(data), "--tokenizer", str(tok), "--out", str(wm)]
+    argv += ["--preset", "test", "--steps", "1", "--batch-size", str(batch_size)]
+    argv += ["--eval-batches", "1", "--n-starts", str(n_starts), "--clip-frames", str(clip_frames)]
+    assert main([*argv, *extra]) == 0
+    return tok, data, wm
