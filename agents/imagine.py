@@ -298,7 +298,7 @@ def train_imagine(
         The shared loop's :class:`TrainResult`.
     """
     from lol_dreamer.training.distributed import barrier, init_distributed
-    from lol_dreamer.training.state import has_state
+    from lol_dreamer.training.state import refuse_existing_run
     from lol_dreamer.world_model_export import copy_world_model_assets
 
     agent, out = Path(agent), Path(out)
@@ -306,10 +306,7 @@ def train_imagine(
         raise ValueError(
             "--out must differ from --agent (the phase-2 run is read, never overwritten)"
         )
-    if not resume and has_state(out):
-        raise ValueError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    refuse_existing_run(out, resume)
     info = init_distributed(train_cfg.device)
     device = resolve_device(train_cfg.device, info.local_rank)
     im = build_imagination(

@@ -83,47 +83,37 @@ def parent_dynamics(wm: Path) -> tuple[Any, dict[str, torch.Tensor]]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``lol-dreamer train agent`` (flags: :mod:`lol_dreamer.commands.train_agent`)."""
     from lol_dreamer.checkpoint import load_run_config
-    from lol_dreamer.data import MixtureSampler, SequenceSampler, open_dataset
+    from lol_dreamer.data import MixtureSampler, SequenceSampler
     from lol_dreamer.models.agent_model import (
         AgentWorldModel,
         load_dynamics_into,
         with_agent_tokens,
     )
-    from lol_dreamer.models.tokenizer_config import TokenizerConfig
     from lol_dreamer.objectives.phase2 import Phase2Config, Phase2Objective
     from lol_dreamer.objectives.shortcut import ShortcutConfig
     from lol_dreamer.training import train
     from lol_dreamer.training.config import TrainConfig
     from lol_dreamer.training.distributed import barrier, init_distributed
-    from lol_dreamer.training.state import has_state
+    from lol_dreamer.training.state import refuse_existing_run
     from lol_dreamer.world_model_export import copy_world_model_assets
     from lol_dreamer.world_model_training import (
         batch_lengths,
-        check_latents,
         held_out_eval,
+        open_latent_split,
     )
 
     wm, out = Path(args.world_model), Path(args.out)
     if args.task not in TASK_INDEX:
         raise ValueError(f"unknown task {args.task!r}; choose one of {', '.join(TASKS)}")
     task = TASK_INDEX[args.task]
-    if not args.resume and has_state(out):
-        raise ValueError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    refuse_existing_run(out, args.resume)
     if out.resolve() == wm.resolve():
         raise ValueError(
             "--out must differ from --world-model (the world model is read, never overwritten)"
         )
     wm_cfg = load_run_config(wm)
-    tok_cfg = TokenizerConfig.from_dict(load_run_config(wm / "tokenizer")["model"])
-    dataset = open_dataset(args.data)
-    ident = check_latents(dataset, wm / "tokenizer", tok_cfg.n_z, tok_cfg.d_z)
-    if len(dataset) < 2:
-        raise ValueError(
-            f"{args.data} has {len(dataset)} episode; at least 2 are needed (one is held out)"
-        )
-    train_set, held = dataset.split(held_out=args.held_out, seed=args.split_seed)
+    split = open_latent_split(args.data, wm / "tokenizer", args.held_out, args.split_seed)
+    train_set, held = split.train, split.held
 
     base_cfg, base_state = parent_dynamics(wm)
     dyn_cfg = with_agent_tokens(base_cfg, args.agent_tokens)
@@ -171,17 +161,8 @@ def run(args: argparse.Namespace) -> int:
         "act_distance": 0,
         "new_parameters": fresh,
         "objective": objective.cfg.to_dict(),
-        "data": {
-            "path": str(Path(args.data).resolve()),
-            "episodes": len(dataset),
-            "train_frames": train_set.total_frames,
-            "relevant_windows": sampler.num_relevant_windows,
-            "held_out": args.held_out,
-            "split_seed": args.split_seed,
-            "held_out_episodes": list(held.names),
-            "seq_len": [short, long],
-        },
-        "tokenizer": {"path": ident["path"], "sha256": ident["sha256"]},
+        "data": split.record(short, long, relevant_windows=sampler.num_relevant_windows),
+        "tokenizer": {"path": split.ident["path"], "sha256": split.ident["sha256"]},
         "world_model": dict(wm_cfg.get("world_model") or {}, context=dyn_cfg.context),
     }
     result = train(

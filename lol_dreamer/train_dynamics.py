@@ -79,33 +79,23 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lol_dreamer.checkpoint import load_run_config
-    from lol_dreamer.data import SequenceSampler, open_dataset
+    from lol_dreamer.data import SequenceSampler
     from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel
-    from lol_dreamer.models.tokenizer_config import TokenizerConfig
     from lol_dreamer.objectives.shortcut import ShortcutConfig, ShortcutObjective
     from lol_dreamer.training import train
     from lol_dreamer.training.config import TrainConfig
     from lol_dreamer.training.distributed import barrier, init_distributed
-    from lol_dreamer.training.state import has_state
+    from lol_dreamer.training.state import refuse_existing_run
     from lol_dreamer.world_model_training import (
         batch_lengths,
-        check_latents,
         held_out_eval,
+        open_latent_split,
     )
 
     out = Path(args.out)
-    if not args.resume and has_state(out):
-        raise ValueError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    tok_cfg = TokenizerConfig.from_dict(load_run_config(args.tokenizer)["model"])
-    dataset = open_dataset(args.data)
-    ident = check_latents(dataset, args.tokenizer, tok_cfg.n_z, tok_cfg.d_z)
-    if len(dataset) < 2:
-        raise ValueError(
-            f"{args.data} has {len(dataset)} episode; at least 2 are needed (one is held out)"
-        )
-    train_set, held = dataset.split(held_out=args.held_out, seed=args.split_seed)
+    refuse_existing_run(out, args.resume)
+    split = open_latent_split(args.data, args.tokenizer, args.held_out, args.split_seed)
+    tok_cfg, train_set, held = split.tokenizer, split.train, split.held
 
     overrides = {"context": args.context} if args.context else {}
     if args.resume and (out / "config.json").exists():
@@ -157,17 +147,9 @@ def run(args: argparse.Namespace) -> int:
         "kind": "dynamics",
         "model": dyn_cfg.to_dict(),
         "objective": objective.cfg.to_dict(),
-        "data": {
-            "path": str(Path(args.data).resolve()),
-            "episodes": len(dataset),
-            "train_frames": train_set.total_frames,
-            "held_out": args.held_out,
-            "split_seed": args.split_seed,
-            "held_out_episodes": list(held.names),
-            "seq_len": [short, long],
-        },
-        "tokenizer": {"path": ident["path"], "sha256": ident["sha256"]},
-        "world_model": world_model_meta(tok_cfg.res, dataset_fps(dataset), dyn_cfg.context),
+        "data": split.record(short, long),
+        "tokenizer": {"path": split.ident["path"], "sha256": split.ident["sha256"]},
+        "world_model": world_model_meta(tok_cfg.res, dataset_fps(split.dataset), dyn_cfg.context),
     }
     if assets:
         run_config["assets"] = assets

@@ -1,6 +1,7 @@
 """Pieces shared by the world-model training jobs (``train dynamics``, ``train agent``).
 
 - the tokenizer check: latents must exist and come from the tokenizer the world model will carry;
+- :func:`open_latent_split`: the tokenized dataset, checked and split into train / held-out;
 - :func:`batch_lengths`: the short/long sequence lengths that fit the episodes;
 - :func:`held_out_eval`: the objective's terms on fixed held-out batches, deterministic and
   side-effect free, for the trainer's ``eval_fn``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,75 @@ def check_latents(
                 f"episode {ep.name}'s latents were made by another tokenizer ({why}); {fix}"
             )
     return ident
+
+
+@dataclass
+class LatentSplit:
+    """A tokenized dataset checked against its tokenizer and split by episode.
+
+    Attributes:
+        data: the dataset folder as given.
+        tokenizer: the tokenizer's :class:`~lol_dreamer.models.tokenizer_config.TokenizerConfig`.
+        ident: the tokenizer's identity (:func:`tokenizer_identity`).
+        dataset: the whole dataset.
+        train: the training episodes.
+        held: the held-out episodes.
+        held_out: the held-out fraction asked for.
+        split_seed: the seed of the split.
+    """
+
+    data: str | os.PathLike
+    tokenizer: Any
+    ident: dict[str, Any]
+    dataset: Any
+    train: Any
+    held: Any
+    held_out: float
+    split_seed: int
+
+    def record(self, short: int, long: int, **extra: Any) -> dict[str, Any]:
+        """The run config's ``"data"`` entry; ``extra`` goes after ``train_frames``."""
+        return {
+            "path": str(Path(self.data).resolve()),
+            "episodes": len(self.dataset),
+            "train_frames": self.train.total_frames,
+            **extra,
+            "held_out": self.held_out,
+            "split_seed": self.split_seed,
+            "held_out_episodes": list(self.held.names),
+            "seq_len": [short, long],
+        }
+
+
+def open_latent_split(
+    data: str | os.PathLike, tokenizer_run: str | os.PathLike, held_out: float, split_seed: int
+) -> LatentSplit:
+    """Open ``data``, check its latents come from ``tokenizer_run`` and split off held-out episodes.
+
+    Args:
+        data: the dataset folder (``--data``).
+        tokenizer_run: the tokenizer run folder the latents must come from.
+        held_out: fraction of episodes held out.
+        split_seed: seed of the episode split.
+    Returns:
+        The checked, split dataset.
+    Raises:
+        ValueError: the latents do not match (see :func:`check_latents`) or there are fewer than 2
+            episodes.
+    """
+    from lol_dreamer.checkpoint import load_run_config
+    from lol_dreamer.data import open_dataset
+    from lol_dreamer.models.tokenizer_config import TokenizerConfig
+
+    tok_cfg = TokenizerConfig.from_dict(load_run_config(tokenizer_run)["model"])
+    dataset = open_dataset(data)
+    ident = check_latents(dataset, tokenizer_run, tok_cfg.n_z, tok_cfg.d_z)
+    if len(dataset) < 2:
+        raise ValueError(
+            f"{data} has {len(dataset)} episode; at least 2 are needed (one is held out)"
+        )
+    train, held = dataset.split(held_out=held_out, seed=split_seed)
+    return LatentSplit(data, tok_cfg, ident, dataset, train, held, held_out, split_seed)
 
 
 def batch_lengths(lengths: np.ndarray, context: int, long: int | None) -> tuple[int, int]:

@@ -110,6 +110,22 @@ def has_state(run_dir: str | os.PathLike) -> bool:
     ).exists()
 
 
+def refuse_existing_run(run_dir: str | os.PathLike, resume: bool) -> None:
+    """Raise unless ``run_dir`` is free for a new run or ``resume`` asks to continue it.
+
+    Args:
+        run_dir: the run folder (``--out``).
+        resume: ``--resume`` was given.
+
+    Raises:
+        ValueError: ``run_dir`` already holds a resumable run and ``resume`` is False.
+    """
+    if not resume and has_state(run_dir):
+        raise ValueError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+
+
 def save_run_state(run_dir: str | os.PathLike, st: RunState) -> Path:
     """Write ``RUN/state/`` atomically (new folder, then rename over the old one).
 

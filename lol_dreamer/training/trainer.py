@@ -55,6 +55,7 @@ from lol_dreamer.training.state import (
     capture_rng,
     has_state,
     load_run_state,
+    refuse_existing_run,
     restore_rng,
     save_run_state,
 )
@@ -351,10 +352,8 @@ class Trainer:
         """Train until ``cfg.steps`` optimiser steps are done; returns a :class:`TrainResult`."""
         cfg = self.cfg
         resuming = self.resume and self.run_dir is not None and has_state(self.run_dir)
-        if self.run_dir is not None and not self.resume and has_state(self.run_dir):
-            raise ValueError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
+        if self.run_dir is not None:
+            refuse_existing_run(self.run_dir, self.resume)
         seed_everything(cfg.seed + self.dist.rank)
         dist_utils.broadcast_module(self.model)
         if resuming:
