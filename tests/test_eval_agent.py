@@ -6,8 +6,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
-from worldmodel_fixture import make_world_model
+from worldmodel_fixture import make_phase3_run, make_world_model
 
 import lol_dreamer  # noqa: F401
 from lol_dreamer.agents.evaluate import (
@@ -83,24 +82,8 @@ def test_eval_agent_baselines_end_to_end(tmp_path):
 
 
 def test_eval_agent_pmpo_run_with_bc_parent(tmp_path):
-    from lol_dreamer.checkpoint import save_state_dict
-    from lol_dreamer.io import atomic_write_json
-    from lol_dreamer.policy import load_heads
-
     bc = make_world_model(tmp_path / "bc", res=32, heads=True, context=4)
-    heads = load_heads(bc)
-    heads.add_value_head()
-    with torch.no_grad():
-        heads.policy.out.weight.normal_(0, 1.0)
-    pmpo = tmp_path / "pmpo"
-    pmpo.mkdir()
-    save_state_dict(
-        pmpo / "model.safetensors", {f"heads.{k}": v for k, v in heads.state_dict().items()}
-    )
-    atomic_write_json(
-        pmpo / "config.json",
-        {"kind": "imagine", "model": {"heads": heads.config.to_dict()}, "parent": str(bc)},
-    )
+    pmpo, _heads = make_phase3_run(bc, tmp_path / "pmpo")
     argv = [
         "eval",
         "agent",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
-from worldmodel_fixture import make_world_model, random_actions, synthetic_frames
+from worldmodel_fixture import make_phase3_run, make_world_model, random_actions, synthetic_frames
 
 from lol_dreamer.models.heads import AgentHeads, HeadsConfig
 from lol_dreamer.policy import Policy, join_action, load_heads, load_policy, world_model_dir
@@ -47,28 +47,10 @@ def bc_run(tmp_path_factory):
 
 
 def test_load_policy_phase2_and_phase3_runs(bc_run, tmp_path):
-    from lol_dreamer.checkpoint import save_state_dict
-    from lol_dreamer.io import atomic_write_json
-
     heads = load_heads(bc_run)
     assert heads.value is None
     # a phase-3 run: heads (with value) in model.safetensors, world model through its parent
-    heads.add_value_head()
-    with torch.no_grad():
-        heads.policy.out.weight.normal_(0, 1.0)
-    run3 = tmp_path / "pmpo"
-    run3.mkdir()
-    save_state_dict(
-        run3 / "model.safetensors", {f"heads.{k}": v for k, v in heads.state_dict().items()}
-    )
-    atomic_write_json(
-        run3 / "config.json",
-        {
-            "kind": "imagine",
-            "model": {"heads": heads.config.to_dict(), "mtp_distance": 1},
-            "parent": str(bc_run),
-        },
-    )
+    run3, heads = make_phase3_run(bc_run, tmp_path / "pmpo", heads=heads, mtp_distance=1)
     assert world_model_dir(run3) == bc_run
     loaded = load_heads(run3)
     assert loaded.value is not None

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -127,3 +128,44 @@ def make_world_model(
         kind=kind,
         context=context,
     )
+
+
+def make_phase3_run(
+    parent: str | Path, out: str | Path, heads: Any = None, **model_extra: Any
+) -> tuple[Path, Any]:
+    """Write a phase-3 (kind ``imagine``) run: heads with a value head and a random policy layer.
+
+    The folder holds only the heads; the world model comes through ``parent``, as a real
+    ``train imagine`` run does.
+
+    Args:
+        parent: the phase-2 run whose heads are extended (a world model with heads).
+        out: folder to create.
+        heads: the parent's heads already loaded (default: :func:`lol_dreamer.policy.load_heads`).
+        **model_extra: further ``config.json["model"]`` entries (e.g. ``mtp_distance=1``).
+
+    Returns:
+        ``(run folder, the heads written)``.
+    """
+    from lol_dreamer.checkpoint import save_state_dict
+    from lol_dreamer.io import atomic_write_json
+    from lol_dreamer.policy import load_heads
+
+    heads = load_heads(parent) if heads is None else heads
+    heads.add_value_head()
+    with torch.no_grad():
+        heads.policy.out.weight.normal_(0, 1.0)
+    out = Path(out)
+    out.mkdir()
+    save_state_dict(
+        out / "model.safetensors", {f"heads.{k}": v for k, v in heads.state_dict().items()}
+    )
+    atomic_write_json(
+        out / "config.json",
+        {
+            "kind": "imagine",
+            "model": {"heads": heads.config.to_dict(), **model_extra},
+            "parent": str(parent),
+        },
+    )
+    return out, heads
