@@ -26,7 +26,7 @@ Dimension letters: ``b`` batch, ``t`` frames, ``s`` tokens per frame, ``d`` mode
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lol_dreamer.actions import ACTION_DIM, N_KEYS, N_MOVE
+from lol_dreamer.config_utils import strict_from_dict
 from lol_dreamer.models.layers import Block, RMSNorm, rope_angles
 
 
@@ -127,13 +128,7 @@ class DynamicsConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DynamicsConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(
-                f"unknown DynamicsConfig keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        return cls(**d)
+        return strict_from_dict(cls, d)
 
     @classmethod
     def preset(

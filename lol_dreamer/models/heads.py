@@ -35,7 +35,7 @@ Dimension letters: ``b`` batch, ``t`` time, ``l`` MTP distances (L + 1), ``d`` a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lol_dreamer.actions import N_KEYS, N_MOVE
+from lol_dreamer.config_utils import strict_from_dict
 from lol_dreamer.models.layers import RMSNorm
 from lol_dreamer.models.twohot import TwoHot
 
@@ -76,13 +77,7 @@ class HeadsConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HeadsConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(
-                f"unknown HeadsConfig fields {sorted(unknown)}; known fields: {sorted(known)}"
-            )
-        return cls(**d)
+        return strict_from_dict(cls, d)
 
     @classmethod
     def preset(cls, name: str, dim: int | None = None) -> HeadsConfig:

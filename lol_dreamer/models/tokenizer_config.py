@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from lol_dreamer.config_utils import strict_from_dict
+
 ARCHS = ("transformer", "cnn")
 PRESETS = ("test", "nano", "tiny", "small", "medium", "large")
 
@@ -106,13 +108,7 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown TokenizerConfig keys {unknown}; was this saved by a newer version?"
-            )
-        return cls(**d)
+        return strict_from_dict(cls, d)
 
     @classmethod
     def preset(cls, name: str, res: int = 128, arch: str = "transformer") -> TokenizerConfig:
