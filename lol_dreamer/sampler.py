@@ -9,6 +9,9 @@ Per new frame at time position ``p``:
    the frame's time-layer keys/values into the cache (K + 1 passes per frame). Context frames given to
    :meth:`Sampler.start` are noised and labelled the same way.
 
+Latents enter and leave in the tokenizer's scale; inside, the sampler works in the model's
+normalised scale (:meth:`DynamicsModel.normalize_latents`), where the noise above is defined.
+
 The cache keeps ``context - 1`` past frames per stream, so the cost and memory of a frame do not grow
 with the rollout; positions increase monotonically per stream (also across :meth:`Sampler.reset_streams`).
 The uncached path (``use_cache=False``) stores the noisy context entries instead and recomputes them
@@ -211,7 +214,7 @@ class Sampler:
                 else torch.ones(n, c, dtype=torch.bool, device=dev)
             )
         acts, lab = shift_actions(acts, lab)
-        ctx = self._renoise(context_latents.to(dev).float(), generator)
+        ctx = self._renoise(self.model.normalize_latents(context_latents.to(dev)), generator)
         positions = first[:, None] + torch.arange(c, device=dev)
         state.agent = self._write(state, ctx, acts, lab, positions)
         state.pos = first + c
@@ -346,7 +349,7 @@ class Sampler:
         ctx = self._renoise(x, generator)
         state.agent = self._write(state, ctx[:, None], act[:, None], lab[:, None], pos[:, None])
         state.pos = pos + 1
-        return x, state.agent
+        return self.model.denormalize_latents(x), state.agent
 
     @torch.no_grad()
     def reset_streams(

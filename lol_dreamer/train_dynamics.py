@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lol_dreamer.checkpoint import load_run_config
     from lol_dreamer.data import SequenceSampler
-    from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel
+    from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel, latent_stats
     from lol_dreamer.objectives.shortcut import ShortcutConfig, ShortcutObjective
     from lol_dreamer.training import train
     from lol_dreamer.training.config import TrainConfig
@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         fields=("latents", "actions", "labeled"), rank=info.rank, world_size=info.world_size,
     )  # fmt: skip
     objective = ShortcutObjective(
-        ShortcutConfig(k_max=dyn_cfg.k_max, short_len=short, long_len=long)
+        ShortcutConfig(
+            k_max=dyn_cfg.k_max, short_len=short, long_len=long, flow_frac=args.flow_frac
+        )
     )
     held_len = min(long, int(held.lengths.max()))
     held_sampler = SequenceSampler(
@@ -157,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         run_config["assets"] = load_run_config(out).get("assets", {})
     torch.manual_seed(args.seed)  # the initial weights depend on --seed only
     model = DynamicsModel(dyn_cfg)
+    # The model trains on normalised latents (models/dynamics.py); --resume restores the same stats.
+    model.set_latent_stats(*latent_stats([ep.latents for ep in train_set]))
     result = train(
         model, objective, sampler, cfg, out,
         eval_fn=held_out_eval(objective, eval_batches), run_config=run_config, resume=args.resume,

@@ -213,3 +213,23 @@ def test_generate_matches_start_and_step():
     for k in (1, 64):
         z = Sampler(model, k=k).generate(2, ctx, ctx_act, acts[:, :2])
         assert z.shape == (2, 2, 8, 4) and bool(torch.isfinite(z).all())
+
+
+def test_latent_scale_is_carried_by_the_model():
+    """A model with stats (m, s) on latents z·s + m dreams exactly s·(identity model on z) + m."""
+    plain = _model()
+    scaled = _model()
+    g = torch.Generator().manual_seed(5)
+    mean = torch.randn(8, 4, generator=g)
+    std = torch.rand(8, 4, generator=g) * 0.2 + 0.05
+    scaled.set_latent_stats(mean, std)
+    ctx = torch.randn(2, 3, 8, 4, generator=g)
+    acts = _actions(2, 4)
+    want, _, _ = _run(plain, True, n_frames=4, ctx=ctx, ctx_act=_actions(2, 3), acts=acts)
+    got, _, _ = _run(
+        scaled, True, n_frames=4, ctx=ctx * std + mean, ctx_act=_actions(2, 3), acts=acts
+    )
+    torch.testing.assert_close(got, want * std + mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scaled.normalize_latents(scaled.denormalize_latents(ctx)), ctx)
+    with pytest.raises(ValueError, match="latent stats must be"):
+        scaled.set_latent_stats(mean[:4], std)

@@ -152,7 +152,8 @@ def test_objective_shifts_actions_alternates_lengths_and_makes_images():
 
 def test_shortcut_loss_falls_on_toy_sequences():
     torch.manual_seed(0)
-    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4)
+    # plain x-prediction: a preconditioned model starts near the linear optimum (test below)
+    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4, precondition=False)
     model = DynamicsModel(cfg)
     base = torch.randn(1, 1, cfg.n_z, cfg.d_z)
 
@@ -187,3 +188,69 @@ def test_shortcut_loss_falls_on_toy_sequences():
         opt.step()
     after = held_loss()
     assert after < 0.5 * before, (before, after)
+
+
+def test_objective_trains_in_the_models_normalised_scale():
+    """Same loss for latents z with identity stats and for z·s + m with stats (m, s)."""
+    from lol_dreamer.models.dynamics import latent_stats
+
+    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4)
+    torch.manual_seed(0)
+    plain = DynamicsModel(cfg)
+    scaled = DynamicsModel(cfg)
+    scaled.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(4, 6, 4, 4, generator=g)
+    mean, std = torch.randn(4, 4, generator=g), torch.rand(4, 4, generator=g) * 0.1 + 0.01
+    scaled.set_latent_stats(mean, std)
+    obj = ShortcutObjective(ShortcutConfig(k_max=cfg.k_max))
+    acts = {
+        "actions": torch.zeros(4, 6, 9, dtype=torch.long),
+        "labeled": torch.ones(4, 6, dtype=torch.bool),
+    }
+    torch.manual_seed(3)
+    want = obj(plain, {"latents": z, **acts}, step=1).loss
+    torch.manual_seed(3)
+    got = obj(scaled, {"latents": z * std + mean, **acts}, step=1).loss
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    # latent_stats: per-entry moments, the same from a list of episodes as from their concatenation
+    eps = [torch.randn(n, 4, 4, generator=g) * std + mean for n in (50, 70, 30)]
+    m1, s1 = latent_stats(eps, max_frames=40)
+    m2, s2 = latent_stats(torch.cat(eps), max_frames=40)
+    torch.testing.assert_close(m1, m2)
+    torch.testing.assert_close(s1, s2)
+    m3, s3 = latent_stats(eps)
+    torch.testing.assert_close(m3, torch.cat(eps).mean(0))
+    torch.testing.assert_close(s3, torch.cat(eps).std(0))
+
+
+def test_preconditioning_starts_at_the_linear_optimum():
+    """c_skip·z̃ is the least-squares estimate of unit-variance z1 and c_out its residual std."""
+    from lol_dreamer.models.dynamics import precondition_coefficients
+
+    g = torch.Generator().manual_seed(0)
+    z1, z0 = torch.randn(200_000, generator=g), torch.randn(200_000, generator=g)
+    for tau in (0.0, 0.25, 0.5, 58 / 64, 63 / 64):
+        zt = (1 - tau) * z0 + tau * z1
+        c_skip, c_out = precondition_coefficients(torch.tensor(tau))
+        best = float((zt * z1).mean() / zt.pow(2).mean())  # least-squares slope
+        assert abs(float(c_skip) - best) < 0.01
+        assert abs(float((c_skip * zt - z1).pow(2).mean()) - float(c_out) ** 2) < 0.01
+    # a fresh preconditioned model nearly returns its input at τ → 1, and beats plain x-prediction
+    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4)
+    assert cfg.precondition
+    torch.manual_seed(0)
+    pre = DynamicsModel(cfg)
+    plain = DynamicsModel(DynamicsConfig.from_dict({**cfg.to_dict(), "precondition": False}))
+    plain.load_state_dict(pre.state_dict())
+    z1 = torch.randn(8, 4, 4, 4, generator=g)
+    z0 = torch.randn(8, 4, 4, 4, generator=g)
+    tau_idx, step_idx = sample_levels((8, 4), K_MAX, generator=g)
+    with torch.no_grad():
+        hi = torch.full((8, 4), 63)
+        x = 63 / 64 * z1 + 1 / 64 * z0
+        out = pre(x, hi, step_idx).z1
+        assert float((out - z1).pow(2).mean()) < 0.01 * float(z1.pow(2).mean())
+        lp = shortcut_loss(pre, z1, z0, tau_idx, step_idx, k_max=K_MAX).loss
+        lq = shortcut_loss(plain, z1, z0, tau_idx, step_idx, k_max=K_MAX).loss
+    assert float(lp) < 0.7 * float(lq)

@@ -69,6 +69,9 @@ def test_world_model_folder_is_self_contained(setup):
     hits = [s for s in range(len(ep) - 12 + 1) if np.array_equal(ep.frames[s : s + 12], frames)]
     assert hits, "a stored clip must be a window of true held-out frames"
     np.testing.assert_array_equal(clips["actions"][0].numpy(), ep.actions[hits[0] : hits[0] + 12])
+    from lol_dreamer.models.dynamics import latent_stats
+
+    mean, std = latent_stats([ds[i].latents for i in range(len(ds)) if ds.names[i] not in held])
     # the folder alone is a world model: no dataset needed
     moved = root / "data_moved"
     shutil.move(str(data), moved)
@@ -77,6 +80,9 @@ def test_world_model_folder_is_self_contained(setup):
 
         wm = load_world_model(out)
         assert wm.context_length == c and len(wm.starts) == 5 and not wm.has_heads
+        # the model carries the training latents' scale (models/dynamics.py, "Latent scale")
+        torch.testing.assert_close(wm.dynamics.latent_mean, mean)
+        torch.testing.assert_close(wm.dynamics.latent_std, std.clamp_min(1e-3))
         sampler = wm.sampler(k=4)
         state = sampler.start(wm.starts.latents[:2].float(), wm.starts.actions[:2])
         z, _ = sampler.step(state, wm.starts.actions[:2, -1])

@@ -43,5 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="held-out clips with true frames stored (default %(default)s)",
     )
     a("--clip-frames", type=int, default=160, help="frames per stored clip (default %(default)s)")
+    a(
+        "--flow-frac",
+        type=float,
+        default=None,
+        help="probability of the finest step d_min (the flow term) per frame; default: step sizes "
+        "uniform over {1, 1/2, ..., 1/64} as in DreamerV4",
+    )
     add_loop_args(p, steps=20000, batch_size=16, lr=3e-4, save_every=1000, eval_every=500)
     p.set_defaults(func=lazy("lol_dreamer.train_dynamics:run"))

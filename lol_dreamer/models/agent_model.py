@@ -62,6 +62,14 @@ class AgentWorldModel(nn.Module):
         """The dynamics forward pass (see :meth:`DynamicsModel.forward`)."""
         return self.dynamics(*args, **kwargs)
 
+    def normalize_latents(self, z: Tensor) -> Tensor:
+        """See :meth:`DynamicsModel.normalize_latents`."""
+        return self.dynamics.normalize_latents(z)
+
+    def denormalize_latents(self, z: Tensor) -> Tensor:
+        """See :meth:`DynamicsModel.denormalize_latents`."""
+        return self.dynamics.denormalize_latents(z)
+
 
 def build_agent_model(cfg: dict[str, Any]) -> AgentWorldModel:
     """Checkpoint builder for kind ``"agent"``: ``{"dynamics": {...}, "heads": {...}}``."""

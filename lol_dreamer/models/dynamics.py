@@ -14,6 +14,15 @@ The model predicts the clean latents (x-prediction) of every frame from noisy la
 knows nothing of shortcut forcing (``lol_dreamer/objectives/shortcut.py``) or of cache policy
 (``lol_dreamer/sampler.py``): it only reads and appends time-layer keys/values through a ``TimeCache``.
 
+Latent scale: the tokenizer's latents are far from unit variance (the CNN tokenizer's per-entry
+std over time is ≈ 0.09 against unit diffusion noise, so at τ_ctx the context would be as noisy as
+it is informative). The model therefore works on *normalised* latents ``(z − mean) / std`` with a
+per-entry ``mean``/``std [n_z, d_z]`` measured on the training latents and stored as persistent
+buffers (``latent_mean``, ``latent_std``) in its weights. Callers that noise latents (the shortcut
+objective, phase 2, the sampler) call :meth:`DynamicsModel.normalize_latents` first, and the sampler
+returns :meth:`DynamicsModel.denormalize_latents` of its output, so the tokenizer sees its own scale.
+Fresh models hold the identity (mean 0, std 1) until :meth:`DynamicsModel.set_latent_stats`.
+
 Action alignment: slot ``t`` carries the action ``a_{t-1}`` that led to frame ``t``. Callers pass
 actions already shifted; :func:`shift_actions` turns stored alignment (``actions[t]`` taken after
 frame ``t``) into slot alignment (slot 0 is unlabeled).
@@ -26,9 +35,11 @@ Dimension letters: ``b`` batch, ``t`` frames, ``s`` tokens per frame, ``d`` mode
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -61,6 +72,11 @@ class DynamicsConfig:
         k_max: finest step count; τ lives on the grid ``{0, 1/k_max, ..., 1}``.
         softcap: attention logit soft cap.
         mlp_mult: SwiGLU hidden width as a multiple of ``dim``.
+        precondition: form the x-prediction as ``c_skip(τ)·z̃ + c_out(τ)·F`` from the network output
+            ``F`` (see :func:`precondition_coefficients`); the prediction, the loss and the sampler
+            are unchanged, but a fresh network already returns the best linear estimate of the clean
+            latents, so it learns far faster. The presets set it; configs without the key keep the
+            plain ``ẑ1 = F`` they were trained with.
     """
 
     n_z: int = 64
@@ -79,6 +95,7 @@ class DynamicsConfig:
     k_max: int = 64
     softcap: float = 50.0
     mlp_mult: float = 8 / 3
+    precondition: bool = False
 
     def __post_init__(self) -> None:
         if (self.n_z * self.d_z) % self.s_z:
@@ -162,7 +179,7 @@ class DynamicsConfig:
 
             tok = TokenizerConfig.preset(name)
             n_z, d_z = n_z or tok.n_z, d_z or tok.d_z
-        kw = {**presets[name], **overrides}
+        kw = {"precondition": True, **presets[name], **overrides}
         s_z = kw["s_z"]
         while (n_z * d_z) % s_z:  # keep s_z a divisor of n_z*d_z for unusual tokenizer shapes
             s_z //= 2
@@ -287,6 +304,30 @@ class DynamicsModel(nn.Module):
         )  # s e/2, shared by layers
         self.register_buffer("space_cos", space_cos, persistent=False)
         self.register_buffer("space_sin", space_sin, persistent=False)
+        # Latent normalisation (module docstring): saved with the weights, identity until set.
+        self.register_buffer("latent_mean", torch.zeros(c.n_z, c.d_z))
+        self.register_buffer("latent_std", torch.ones(c.n_z, c.d_z))
+
+    @torch.no_grad()
+    def set_latent_stats(self, mean: Tensor, std: Tensor, min_std: float = 1e-3) -> None:
+        """Store the per-entry latent ``mean``/``std`` ``[n_z, d_z]`` (``std`` floored at ``min_std``)."""
+        shape = (self.cfg.n_z, self.cfg.d_z)
+        if tuple(mean.shape) != shape or tuple(std.shape) != shape:
+            raise ValueError(
+                f"latent stats must be {list(shape)}, got mean {list(mean.shape)} and std {list(std.shape)}"
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError("latent stats contain NaN or Inf; check the tokenized dataset")
+        self.latent_mean.copy_(mean.float())
+        self.latent_std.copy_(std.float().clamp_min(min_std))
+
+    def normalize_latents(self, z: Tensor) -> Tensor:
+        """Tokenizer latents ``[..., n_z, d_z]`` → the model's scale ``(z − mean) / std`` (fp32)."""
+        return (z.float() - self.latent_mean) / self.latent_std
+
+    def denormalize_latents(self, z: Tensor) -> Tensor:
+        """Inverse of :meth:`normalize_latents`: the model's scale → tokenizer latents (fp32)."""
+        return z.float() * self.latent_std + self.latent_mean
 
     @property
     def config(self) -> DynamicsConfig:
@@ -339,7 +380,8 @@ class DynamicsModel(nn.Module):
         """Predict clean latents for every frame.
 
         Args:
-            z: ``[b, t, n_z, d_z]`` noisy latents ``(1 − τ)·noise + τ·z_clean``.
+            z: ``[b, t, n_z, d_z]`` noisy latents ``(1 − τ)·noise + τ·z_clean`` in the model's
+                normalised scale (:meth:`normalize_latents`).
             tau_idx: ``[b, t]`` long in ``0..k_max`` (τ = tau_idx / k_max).
             step_idx: ``[b, t]`` long in ``0..log2(k_max)`` (d = 2^-step_idx).
             actions: ``[b, t, 9]`` long, slot-aligned (slot t holds a_{t-1}); None = all unlabeled.
@@ -401,6 +443,9 @@ class DynamicsModel(nn.Module):
         h = self.norm(x)
         zo = self.z_out(h[:, :, self.z_slice])  # b t s_z group
         z1 = zo.reshape(b, t, n * ch).view(b, t, n, ch)
+        if cfg.precondition:
+            c_skip, c_out = precondition_coefficients(tau_idx.float() / cfg.k_max)
+            z1 = c_skip[..., None, None] * z.to(z1.dtype) + c_out[..., None, None] * z1
         agent = h[:, :, self.agent_slice] if cfg.n_agent else None
         assert h.shape[2] == s
         return DynamicsOutput(z1=z1, agent=agent, hidden=h)
@@ -463,6 +508,20 @@ class DynamicsModel(nn.Module):
         return mask.repeat_interleave(s, dim=0)[:, None]
 
 
+def precondition_coefficients(tau: Tensor) -> tuple[Tensor, Tensor]:
+    """``(c_skip, c_out)`` of the preconditioned x-prediction ``ẑ1 = c_skip·z̃ + c_out·F``.
+
+    For unit-variance latents and ``z̃ = (1 − τ)·z0 + τ·z1``, ``c_skip = τ / (τ² + (1 − τ)²)`` makes
+    ``c_skip·z̃`` the least-squares linear estimate of ``z1`` from ``z̃``, and
+    ``c_out = (1 − τ) / √(τ² + (1 − τ)²)`` is that estimate's residual standard deviation, so the
+    network's own target ``(z1 − c_skip·z̃)/c_out`` has unit variance at every τ (the input/output
+    scaling of EDM, Karras et al. 2022, written for this interpolation). τ = 0 gives ``ẑ1 = F``;
+    τ → 1 gives ``ẑ1 → z̃``.
+    """
+    norm = tau.square() + (1 - tau).square()
+    return tau / norm, (1 - tau) / norm.sqrt()
+
+
 def time_rope_angles(
     positions: Tensor, head_dim: int, base: float = 10000.0
 ) -> tuple[Tensor, Tensor]:
@@ -479,6 +538,28 @@ def time_rope_angles(
     )
     ang = torch.remainder(positions.double().unsqueeze(-1) * inv_freq, 2 * math.pi).float()
     return ang.cos(), ang.sin()
+
+
+@torch.no_grad()
+def latent_stats(latents: Sequence[Any] | Tensor, max_frames: int = 20000) -> tuple[Tensor, Tensor]:
+    """Per-entry ``(mean, std) [n_z, d_z]`` of latents ``[T, n_z, d_z]`` (one tensor, or a list of
+    per-episode tensors or arrays).
+
+    At most ``max_frames`` frames, taken evenly spaced over the concatenation, enter the estimate.
+    """
+    eps = [latents] if isinstance(latents, Tensor) else list(latents)
+    total = sum(int(e.shape[0]) for e in eps)
+    if total < 2:
+        raise ValueError(f"need at least 2 latent frames to measure their scale, got {total}")
+    stride = max(1, total // max_frames)
+    parts, offset = [], 0
+    for e in eps:  # same frames as slicing the concatenation with [::stride]
+        first = (-offset) % stride
+        x = e[first::stride]
+        parts.append((x if isinstance(x, Tensor) else torch.from_numpy(np.array(x))).float())
+        offset += int(e.shape[0])
+    z = torch.cat(parts)
+    return z.mean(0), z.std(0)
 
 
 def build_dynamics(model: dict[str, Any]) -> DynamicsModel:

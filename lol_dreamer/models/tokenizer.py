@@ -25,6 +25,7 @@ Dimension letters: ``b`` batch, ``t`` frames, ``s`` tokens per frame, ``P`` patc
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import torch
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from lol_dreamer.models.layers import Block, RMSNorm, attend, axial_rope_angles
+from lol_dreamer.models.layers import Block, RMSNorm, axial_rope_angles
 from lol_dreamer.models.tokenizer_config import TokenizerConfig
 
 __all__ = ["TokenizerConfig", "TransformerTokenizer", "check_frames", "mask_rule"]
@@ -110,6 +111,18 @@ class TransformerTokenizer(nn.Module):
             "enc": torch.cat((patches, latents)),
             "dec": torch.cat((latents, patches)),
         }
+        if cfg.spatial_bias:  # per block and head: log a_h and the offset Δ_h of -a_h·|Δpos - Δ_h|²
+            log_a, offsets = self._locality_init()
+            self.enc_locality = nn.Parameter(log_a.repeat(cfg.enc_depth, 1))  # enc_depth heads
+            self.dec_locality = nn.Parameter(log_a.repeat(cfg.dec_depth, 1))  # dec_depth heads
+            self.enc_offsets = nn.Parameter(
+                offsets.repeat(cfg.enc_depth, 1, 1)
+            )  # enc_depth heads 2
+            self.dec_offsets = nn.Parameter(
+                offsets.repeat(cfg.dec_depth, 1, 1)
+            )  # dec_depth heads 2
+        # key position minus query position, in patches, between one frame's tokens: s s 2
+        self._disp = {k: v[None, :] - v[:, None] for k, v in self._positions.items()}
         self.dense_attention = False  # True: reference dense masked attention in clip mode (tests)
         half = cfg.dim // cfg.heads // 2
         self.rope_sections = (half - 2 * (half // 3), half // 3, half // 3)
@@ -136,7 +149,51 @@ class TransformerTokenizer(nn.Module):
         c = (i % cols + 0.5) * g / cols - 0.5
         return torch.stack((r, c), -1).float()  # N 2
 
+    def _latent_spacing(self) -> float:
+        """Distance between neighbouring latents on the patch grid, in patches."""
+        g, n = self.cfg.res // self.cfg.patch, self.cfg.n_latents
+        side = int(n**0.5)
+        while n % side:
+            side -= 1
+        return g / max(side, n // side)
+
+    def _locality_init(self) -> tuple[Tensor, Tensor]:
+        """Initial spatial bias ``-a_h · |Δpos - Δ_h|²`` of every head.
+
+        The heads' offsets ``Δ_h`` tile one latent cell on a ``k × k`` grid (``k = ⌈√heads⌉``), each
+        head with a Gaussian reach of half the grid step: at init head ``h`` of a latent reads the
+        patches at offset ``Δ_h``, so the heads together pass its cell's patches on side by side
+        (a multi-head attention layer can express a convolution this way: Cordonnier et al. 2020,
+        arXiv 1911.03584), and a patch query reads its own and neighbouring latents likewise.
+        Both ``a_h`` and ``Δ_h`` are learned.
+
+        Returns:
+            ``(log_a [heads], offsets [heads, 2])``.
+        """
+        h = self.cfg.heads
+        k = math.ceil(math.sqrt(h))
+        step = self._latent_spacing() / k
+        i = torch.arange(h, device="cpu")
+        grid = torch.stack((i // k, i % k), -1).float()
+        offsets = (grid + 0.5 - k / 2) * step
+        sigma = 0.5 * step
+        log_a = torch.full((h,), math.log(1.0 / (2.0 * sigma**2)))
+        return log_a, offsets
+
     # ----------------------------------------------------------------------------------- helpers
+    def _locality(self, kind: str, layer: int, like: Tensor) -> Tensor | None:
+        """Spatial attention bias of block ``layer`` between one frame's tokens:
+        ``-a_h · |pos_k - pos_q - Δ_h|²`` as ``[heads, s, s]`` (None when ``spatial_bias`` is off)."""
+        if not self.cfg.spatial_bias:
+            return None
+        if kind == "enc":
+            log_a, off = self.enc_locality[layer], self.enc_offsets[layer]
+        else:
+            log_a, off = self.dec_locality[layer], self.dec_offsets[layer]
+        disp = self._disp[kind].to(device=like.device, dtype=torch.float32)  # s s 2
+        d2 = (disp[None] - off.float()[:, None, None]).pow(2).sum(-1)  # heads s s
+        return -log_a.float().exp()[:, None, None] * d2
+
     def _rope(self, kind: str, times: Tensor) -> tuple[Tensor, Tensor]:
         """Axial RoPE angles of the ``kind`` token layout at frame indices ``times [t]`` → each
         ``[t*s, e/2]``."""
@@ -173,11 +230,16 @@ class TransformerTokenizer(nn.Module):
             t, s = x.shape[1:3]
             mask = self._clip_mask(kind, t, x.device)
             x = rearrange(x, "b t s d -> b (t s) d")
-            for blk in blocks:
-                x, _ = blk(x, mask=mask, rope=rope)
+            for i, blk in enumerate(blocks):
+                bias = self._locality(kind, i, x)
+                bias = None if bias is None else bias.repeat(1, t, t)  # h (t s) (t s)
+                q, k, v = blk.attn.project(blk.norm1(x), rope=rope)
+                a = attend_biased(q, k, v, mask, blk.attn.softcap, bias)
+                x = x + blk.attn.out(rearrange(a, "b h n e -> b n (h e)"))
+                x = x + blk.mlp(blk.norm2(x))
             return rearrange(x, "b (t s) d -> b t s d", s=s)
-        for blk in blocks:
-            a, _ = self._attention(blk, blk.norm1(x), rope, kind)
+        for i, blk in enumerate(blocks):
+            a, _ = self._attention(blk, blk.norm1(x), rope, kind, layer=i)
             x = x + a
             x = x + blk.mlp(blk.norm2(x))
         return x
@@ -189,6 +251,7 @@ class TransformerTokenizer(nn.Module):
         rope: tuple[Tensor, Tensor],
         kind: str,
         past: tuple[Tensor, Tensor, Tensor] | None = None,
+        layer: int = 0,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """The block's attention over ``h [b, t, s, d]``, computing only the allowed query/key pairs.
 
@@ -198,6 +261,7 @@ class TransformerTokenizer(nn.Module):
         Args:
             past: for one new frame (``t == 1``): cached ``(k, v [b, g, M, e], ok [b, M] bool)`` of
                 the previous frames' readable tokens (oldest first); None: the window is in ``h``.
+            layer: index of ``blk`` in its stack (selects its spatial-bias strengths).
         Returns:
             ``(out [b, t, s, d], (k, v))`` with the readable tokens' keys/values ``[b, g, t, m, e]``
             (all tokens for the encoder, latents for the decoder) for a cache.
@@ -224,16 +288,24 @@ class TransformerTokenizer(nn.Module):
             vw = torch.cat((pv[:, :, None], v_src), dim=3)
             cur = torch.ones(b, m, dtype=torch.bool, device=h.device)
             mask_w = torch.cat((pok, cur), dim=1)[:, None, None, None, :]  # b 1 1 1 (M+m)
-        out_l = attend(q[:, :, :, lat], kw, vw, mask_w, attn.softcap)
+        loc = self._locality(kind, layer, h)  # heads s s, or None
+        reps = kw.shape[3] // m  # frames in the window (keys ordered frame by frame)
+
+        def bias(rows: slice, cols: slice, n_rep: int = 1) -> Tensor | None:
+            return None if loc is None else loc[:, rows, cols].repeat(1, 1, n_rep)[None, :, None]
+
+        out_l = attend_biased(q[:, :, :, lat], kw, vw, mask_w, attn.softcap, bias(lat, src, reps))
         if kind == "enc":  # patches read their own frame's patches
-            out_p = attend(q[:, :, :, pat], k[:, :, :, pat], v[:, :, :, pat], None, attn.softcap)
+            kpat, vpat = k[:, :, :, pat], v[:, :, :, pat]
+            out_p = attend_biased(q[:, :, :, pat], kpat, vpat, None, attn.softcap, bias(pat, pat))
             out = torch.cat((out_p, out_l), dim=3)
         else:  # patch queries read recent latents and their own frame's queries
             kp = torch.cat((kw, k[:, :, :, pat]), dim=3)
             vp = torch.cat((vw, v[:, :, :, pat]), dim=3)
             ones = torch.ones(*mask_w.shape[:-1], P, dtype=torch.bool, device=h.device)
             mask_p = torch.cat((mask_w.expand(*ones.shape[:-1], -1), ones), dim=-1)
-            out_p = attend(q[:, :, :, pat], kp, vp, mask_p, attn.softcap)
+            b_p = None if loc is None else torch.cat((bias(pat, lat, reps), bias(pat, pat)), -1)
+            out_p = attend_biased(q[:, :, :, pat], kp, vp, mask_p, attn.softcap, b_p)
             out = torch.cat((out_l, out_p), dim=3)
         return attn.out(rearrange(out, "b h t s e -> b t s (h e)")), (k_src, v_src)
 
@@ -368,6 +440,36 @@ class TransformerTokenizer(nn.Module):
         return DecoderStream(self, batch)
 
 
+def attend_biased(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, softcap: float | None, bias: Tensor | None
+) -> Tensor:
+    """Scaled dot-product attention with soft-capped logits plus an additive ``bias``.
+
+    Args:
+        q: ``[b, h, ..., n, e]`` queries; ``k, v``: ``[b, g, ..., m, e]`` (GQA when ``g < h``).
+        mask: bool, True = may attend, broadcastable to the ``[b, h, ..., n, m]`` logits; None = all.
+        softcap: logit soft cap (applied before the bias); None = no cap.
+        bias: float, broadcastable to the logits; None = no bias.
+    Returns:
+        ``[b, h, ..., n, e]``.
+    """
+    h, g = q.shape[1], k.shape[1]
+    if g != h:
+        k = k.repeat_interleave(h // g, dim=1)
+        v = v.repeat_interleave(h // g, dim=1)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if softcap is not None:
+        logits = softcap * torch.tanh((q * (scale / softcap)) @ k.transpose(-1, -2))
+    else:
+        logits = (q * scale) @ k.transpose(-1, -2)
+    logits = logits.float()
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.softmax(logits, dim=-1).to(v.dtype) @ v
+
+
 def _window(x: Tensor, w: int) -> Tensor:
     """For each frame, its ``w`` predecessors and itself: ``[b, g, t, m, e]`` → ``[b, g, t, (w+1)*m, e]``
     (oldest first; frames before the clip are zeros, to be masked)."""
@@ -418,7 +520,7 @@ class _Stream:
                 pk = torch.cat([kv[i][0] for kv, _ in past], 2)
                 pv = torch.cat([kv[i][1] for kv, _ in past], 2)
                 cached = (pk, pv, ok)
-            a, (k, v) = tok._attention(blk, blk.norm1(x), rope, self.kind, cached)
+            a, (k, v) = tok._attention(blk, blk.norm1(x), rope, self.kind, cached, layer=i)
             x = x + a
             x = x + blk.mlp(blk.norm2(x))
             new_cache.append((k[:, :, 0].contiguous(), v[:, :, 0].contiguous()))  # own storage

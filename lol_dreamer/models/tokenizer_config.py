@@ -42,6 +42,12 @@ class TokenizerConfig:
         softcap: attention-logit soft cap.
         mae_max_ratio: MAE patch-drop probability is drawn from U(0, mae_max_ratio) per image.
         rope_base: RoPE frequency base.
+        spatial_bias: add a learnable per-head spatial attention bias ``-a_h · d²`` (``d``: distance
+            between the tokens' grid positions, in patches), initialised from local to nearly
+            global, so latents start out reading their own region and patch queries their nearby
+            latents. Without it the attention starts near-uniform and the latents collapse to a
+            frame-independent code (training stalls at the mean frame). Configs saved before this
+            field existed rebuild with it off.
         cnn_width: CNN baseline: channels of the first stage (doubles per stage up to ``dim``);
             the CNN uses ``n_z * d_z`` (not N_b, D_b) and picks its own latent grid.
         cnn_blocks: CNN baseline: residual blocks per stage.
@@ -64,6 +70,7 @@ class TokenizerConfig:
     softcap: float = 50.0
     mae_max_ratio: float = 0.9
     rope_base: float = 10000.0
+    spatial_bias: bool = True
     cnn_width: int = 32
     cnn_blocks: int = 1
 
@@ -107,8 +114,11 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error naming them."""
-        return strict_from_dict(cls, d)
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error naming them.
+
+        A config without ``spatial_bias`` predates it and rebuilds with it off (same weights).
+        """
+        return strict_from_dict(cls, {"spatial_bias": False, **d})
 
     @classmethod
     def preset(cls, name: str, res: int = 128, arch: str = "transformer") -> TokenizerConfig:

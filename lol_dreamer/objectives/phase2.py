@@ -30,7 +30,12 @@ from torch import Tensor, nn
 from lol_dreamer.models.agent_model import agent_features
 from lol_dreamer.models.dynamics import shift_actions
 from lol_dreamer.objectives.agent_loss import agent_head_loss, select_task_reward
-from lol_dreamer.objectives.shortcut import ShortcutConfig, ShortcutObjective, sample_levels
+from lol_dreamer.objectives.shortcut import (
+    ShortcutConfig,
+    ShortcutObjective,
+    model_latents,
+    sample_levels,
+)
 from lol_dreamer.training import LossOutput
 
 
@@ -97,7 +102,7 @@ def noisy_agent_features(
     Returns:
         ``h [b, t, d]``: slot t has read ``z̃_{≤t}`` and ``a_{<t}``.
     """
-    z1 = batch["latents"].float()
+    z1 = model_latents(model, batch["latents"])
     b, t = z1.shape[:2]
     actions, labeled = shift_actions(batch["actions"].long(), batch["labeled"].bool())
     tau_idx, step_idx = sample_levels((b, t), k_max, generator=generator, device=z1.device)

@@ -37,6 +37,7 @@ __all__ = [
     "LossOutput",
     "ShortcutConfig",
     "ShortcutObjective",
+    "model_latents",
     "ramp_weight",
     "sample_levels",
     "sequence_length",
@@ -56,12 +57,15 @@ class ShortcutConfig:
             cut into ``T // short_len`` sequences, so short steps see more, shorter sequences.
         long_len: frames per sequence on odd steps (None: the batch's own length); should exceed
             the model's ``context`` so the windowed time attention is exercised.
+        flow_frac: probability of the finest step per frame (None: k uniform over the grid; see
+            :func:`sample_levels`).
     """
 
     k_max: int = 64
     independent_frac: float = 0.3
     short_len: int | None = None
     long_len: int | None = None
+    flow_frac: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,13 +75,23 @@ class ShortcutConfig:
         return cls(**d)
 
 
+def model_latents(model: nn.Module, latents: Tensor) -> Tensor:
+    """Tokenizer latents → the scale the model is trained in (its ``normalize_latents`` when it has one)."""
+    norm = getattr(model, "normalize_latents", None)
+    return norm(latents) if norm is not None else latents.float()
+
+
 def ramp_weight(tau: Tensor) -> Tensor:
     """Loss weight ``w(τ) = 0.9·τ + 0.1`` (DreamerV4 §3.2 shortcut forcing, arXiv 2509.24527)."""
     return 0.9 * tau + 0.1
 
 
 def sample_levels(
-    shape: tuple[int, ...], k_max: int, generator: torch.Generator | None = None, device: Any = None
+    shape: tuple[int, ...],
+    k_max: int,
+    generator: torch.Generator | None = None,
+    device: Any = None,
+    flow_frac: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw a step size and a signal level for every frame (diffusion forcing).
 
@@ -87,11 +101,22 @@ def sample_levels(
     Args:
         shape: e.g. ``(b, t)``.
         k_max: power of two.
+        flow_frac: None draws k uniformly (DreamerV4's choice); a probability p gives the finest
+            step ``d_min`` (the flow term, the only one anchored to the data) probability p and
+            spreads ``1 − p`` uniformly over the coarser steps (the shortcut-models paper,
+            Frans et al. 2024, trains 3/4 of each batch on the flow term).
     Returns:
         ``(tau_idx, step_idx)`` long tensors of ``shape``; τ = tau_idx / k_max, d = 2^-step_idx.
     """
     levels = int(math.log2(k_max)) + 1
-    step_idx = torch.randint(0, levels, shape, generator=generator, device=device)
+    if flow_frac is None:
+        step_idx = torch.randint(0, levels, shape, generator=generator, device=device)
+    else:
+        if not 0.0 <= flow_frac <= 1.0:
+            raise ValueError(f"flow_frac must be a probability in [0, 1], got {flow_frac}")
+        coarse = torch.randint(0, max(levels - 1, 1), shape, generator=generator, device=device)
+        flow = torch.rand(shape, generator=generator, device=device) < flow_frac
+        step_idx = torch.where(flow, torch.full_like(coarse, levels - 1), coarse)
     k = 2**step_idx
     j = (torch.rand(shape, generator=generator, device=device) * k).long().clamp(max=k - 1)
     return j * (k_max // k), step_idx
@@ -189,7 +214,8 @@ class ShortcutObjective:
 
     The batch holds ``latents [B, T, n_z, d_z]``, ``actions [B, T, 9]`` in stored alignment
     (``actions[t]`` taken after frame t; shifted here so slot t carries a_{t-1}), ``labeled [B, T]``
-    and optionally ``task [B]``. Per step: alternate short/long sequences, mark
+    and optionally ``task [B]``. The latents are first put in the model's normalised scale
+    (:func:`model_latents`). Per step: alternate short/long sequences, mark
     ``independent_frac`` of the sequences as independent images (their actions are dropped), draw
     levels and noise, and return :func:`shortcut_loss`.
 
@@ -209,7 +235,7 @@ class ShortcutObjective:
                 f"ShortcutConfig.k_max={cfg.k_max} differs from the model's k_max={model_cfg.k_max}; "
                 "build the objective with the model's k_max"
             )
-        z1 = batch["latents"].float()
+        z1 = model_latents(model, batch["latents"])
         b, t = z1.shape[:2]
         actions = batch.get("actions")
         labeled = batch.get("labeled")
@@ -238,7 +264,9 @@ class ShortcutObjective:
         n = z1.shape[0]
         independent = torch.rand(n, device=z1.device) < cfg.independent_frac
         labeled = labeled & ~independent[:, None]
-        tau_idx, step_idx = sample_levels((n, z1.shape[1]), cfg.k_max, device=z1.device)
+        tau_idx, step_idx = sample_levels(
+            (n, z1.shape[1]), cfg.k_max, device=z1.device, flow_frac=cfg.flow_frac
+        )
         z0 = torch.randn_like(z1)
         out = shortcut_loss(
             model, z1, z0, tau_idx, step_idx, actions, labeled, task, independent, k_max=cfg.k_max
