@@ -18,6 +18,7 @@ from typing import Any
 # steps), tokenization 14 ms per frame (benchmarks/bench_pipeline.py, benchmarks/RESULTS.md).
 FULL: dict[str, Any] = {
     "preset": "nano",
+    "arch_tokenizer": "transformer",
     "res": 128,
     "episodes": 32,
     "max_steps": 1000,
@@ -42,6 +43,7 @@ FULL: dict[str, Any] = {
 # --quick: everything tiny, so the whole pipeline runs in minutes on two CPU cores (the test).
 QUICK: dict[str, Any] = {
     "preset": "test",
+    "arch_tokenizer": "transformer",
     "res": 32,
     "episodes": 4,
     "max_steps": 160,  # farm: the scripted player's first last hits come after ~90-150 steps
@@ -79,7 +81,11 @@ class PipelineConfig:
         preset: model size preset of every component.
         res: LaneSim frame side in pixels.
         episodes, max_steps, collect_task, workers: the LaneSim collection.
+        arch_tokenizer: ``transformer`` (SPEC §5) or ``cnn`` (the baseline with the same interface).
         steps_*, batch_*: optimiser steps and batch sizes of each trainer.
+        lr_*: peak learning rate of each trainer (None = that trainer's own default).
+        flow_frac: probability of the flow term per frame in the dynamics trainer (None = step
+            sizes uniform, as in DreamerV4; see ``lol-dreamer train dynamics --flow-frac``).
         horizon: imagined steps per rollout in phase 3.
         lpips_weight, lpips_weights: the tokenizer's LPIPS term and backbone weights file.
         save_every: checkpoint interval of every trainer (what an interrupted stage resumes from).
@@ -102,6 +108,7 @@ class PipelineConfig:
     max_steps: int | None = None
     collect_task: str | None = None
     workers: int = 1
+    arch_tokenizer: str | None = None
     steps_tokenizer: int | None = None
     steps_dynamics: int | None = None
     steps_agent: int | None = None
@@ -110,6 +117,11 @@ class PipelineConfig:
     batch_dynamics: int | None = None
     batch_agent: int | None = None
     batch_imagine: int | None = None
+    lr_tokenizer: float | None = None
+    lr_dynamics: float | None = None
+    lr_agent: float | None = None
+    lr_imagine: float | None = None
+    flow_frac: float | None = None
     horizon: int | None = None
     lpips_weight: float | None = None
     lpips_weights: str | None = None

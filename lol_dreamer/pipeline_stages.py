@@ -113,14 +113,16 @@ def _n_params(run_dir: Path) -> int | None:
     return json.loads(cfg_path.read_text()).get("n_params")
 
 
-def _loop_flags(s: dict[str, Any], steps: int, seed: int) -> list[Any]:
+def _loop_flags(s: dict[str, Any], steps: int, seed: int, lr: float | None = None) -> list[Any]:
     """Flags of the shared loop; checkpoint/eval intervals and the device come from the settings
-    (they do not change the trained weights, so they are not part of a stage's arguments)."""
+    (they do not change the trained weights, so they are not part of a stage's arguments).
+    ``lr`` (a stage argument) is passed only when set, so the trainer's default applies otherwise."""
     eval_every = 0 if s["quick"] else max(1, steps // 5)
-    return [
+    flags: list[Any] = [
         "--steps", steps, "--save-every", s["save_every"], "--eval-every", eval_every,
         "--seed", seed, "--device", s["device"], "--resume",
     ]  # fmt: skip
+    return flags + (["--lr", lr] if lr is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +184,8 @@ def _tokenizer_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
         return {"tokenizer": str(p.external_tokenizer), "sha256": file_sha256(weights)}
     return {
         "preset": s["preset"],
+        "arch": s["arch_tokenizer"],
+        "lr": s["lr_tokenizer"],
         "steps": s["steps_tokenizer"],
         "batch_size": s["batch_tokenizer"],
         "lpips_weight": s["lpips_weight"],
@@ -200,10 +204,11 @@ def _tokenizer(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]
         load_model(p.tokenizer)
         return {**last_eval(p.tokenizer), "n_params": _n_params(p.tokenizer), "adopted": True}
     argv = ["train", "tokenizer", "--data", p.data, "--out", p.tokenizer, "--preset", a["preset"],
-            "--batch-size", a["batch_size"], "--lpips-weight", a["lpips_weight"]]  # fmt: skip
+            "--arch", a["arch"], "--batch-size", a["batch_size"],
+            "--lpips-weight", a["lpips_weight"]]  # fmt: skip
     if a.get("lpips_weights"):
         argv += ["--lpips-weights", a["lpips_weights"]]
-    _cli(argv + _loop_flags(s, a["steps"], a["seed"]))
+    _cli(argv + _loop_flags(s, a["steps"], a["seed"], a["lr"]))
     return {**last_eval(p.tokenizer), "n_params": _n_params(p.tokenizer)}
 
 
@@ -215,31 +220,33 @@ def _tokenize(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dynamics_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("preset", "steps_dynamics", "batch_dynamics", "seed")
+    keys = ("preset", "steps_dynamics", "batch_dynamics", "lr_dynamics", "flow_frac", "seed")
     return {k: s[k] for k in keys}
 
 
 def _dynamics(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     argv = ["train", "dynamics", "--data", p.data, "--tokenizer", p.tokenizer,
             "--out", p.world_model, "--preset", a["preset"], "--batch-size", a["batch_dynamics"]]  # fmt: skip
-    _cli(argv + _loop_flags(s, a["steps_dynamics"], a["seed"]))
+    if a["flow_frac"] is not None:
+        argv += ["--flow-frac", a["flow_frac"]]
+    _cli(argv + _loop_flags(s, a["steps_dynamics"], a["seed"], a["lr_dynamics"]))
     return last_eval(p.world_model)
 
 
 def _bc_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("task", "steps_agent", "batch_agent", "seed")
+    keys = ("task", "steps_agent", "batch_agent", "lr_agent", "seed")
     return {k: s[k] for k in keys}
 
 
 def _bc(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     argv = ["train", "agent", "--world-model", p.world_model, "--data", p.data, "--out", p.bc,
             "--task", a["task"], "--batch-size", a["batch_agent"]]  # fmt: skip
-    _cli(argv + _loop_flags(s, a["steps_agent"], a["seed"]))
+    _cli(argv + _loop_flags(s, a["steps_agent"], a["seed"], a["lr_agent"]))
     return last_eval(p.bc)
 
 
 def _pmpo_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("steps_imagine", "batch_imagine", "horizon", "seed")
+    keys = ("steps_imagine", "batch_imagine", "lr_imagine", "horizon", "seed")
     return {k: s[k] for k in keys}
 
 
@@ -248,7 +255,7 @@ def _pmpo(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
         "train", "imagine", "--agent", p.bc, "--data", p.data, "--out", p.pmpo,
         "--steps", a["steps_imagine"], "--batch", a["batch_imagine"], "--horizon", a["horizon"],
         "--save-every", s["save_every"], "--seed", a["seed"], "--device", s["device"], "--resume",
-    ])  # fmt: skip
+    ] + (["--lr", a["lr_imagine"]] if a["lr_imagine"] is not None else []))  # fmt: skip
     out = last_eval(p.pmpo)
     path = p.pmpo / "metrics.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

@@ -208,3 +208,31 @@ def test_an_interrupted_collection_is_topped_up_to_the_same_episodes(tmp_path, r
     for i in range(len(ref)):
         np.testing.assert_array_equal(np.asarray(mine[i].frames), np.asarray(ref[i].frames))
         np.testing.assert_array_equal(np.asarray(mine[i].actions), np.asarray(ref[i].actions))
+
+
+def test_learning_rates_architecture_and_flow_fraction_reach_the_trainers(tmp_path, monkeypatch):
+    from lol_dreamer import pipeline_stages as ps
+    from lol_dreamer.pipeline_config import PipelineConfig
+
+    cfg = PipelineConfig(
+        out=str(tmp_path / "run"), quick=True, lr_dynamics=1e-3, flow_frac=0.5,
+        arch_tokenizer="cnn", lr_tokenizer=2e-3,
+    )  # fmt: skip
+    assert "--lr-dynamics 0.001" in cfg.command() and "--arch-tokenizer cnn" in cfg.command()
+    s = cfg.resolved()
+    calls: list[list[str]] = []
+    monkeypatch.setattr(ps, "_cli", lambda argv: calls.append([str(x) for x in argv]))
+    monkeypatch.setattr(ps, "last_eval", lambda path: {})
+    monkeypatch.setattr(ps, "_n_params", lambda path: 0)
+    out = tmp_path / "run"
+    p = ps.Paths(out=out, data=out / "data", external_data=False)
+    ps._dynamics(ps._dynamics_args(s, p), p, s)
+    ps._tokenizer(ps._tokenizer_args(s, p), p, s)
+    dyn, tok = calls
+    assert dyn[dyn.index("--lr") + 1] == "0.001" and dyn[dyn.index("--flow-frac") + 1] == "0.5"
+    assert tok[tok.index("--arch") + 1] == "cnn" and tok[tok.index("--lr") + 1] == "0.002"
+    # unset rates leave the trainer's own default: no --lr flag at all
+    calls.clear()
+    s2 = PipelineConfig(out=str(tmp_path / "run"), quick=True).resolved()
+    ps._dynamics(ps._dynamics_args(s2, p), p, s2)
+    assert "--lr" not in calls[0] and "--flow-frac" not in calls[0]

@@ -78,6 +78,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
     for what in ("tokenizer", "dynamics", "agent", "imagine"):
         a(
+            f"--lr-{what}",
+            type=float,
+            default=None,
+            help=f"peak learning rate of the {what} trainer (default: the trainer's own)",
+        )
+    a(
+        "--arch-tokenizer",
+        default=None,
+        choices=("transformer", "cnn"),
+        help="tokenizer architecture" + _d("arch_tokenizer"),
+    )
+    a(
+        "--flow-frac",
+        type=float,
+        default=None,
+        help="probability of the flow term per frame in the dynamics trainer (default: step "
+        "sizes uniform, as in DreamerV4)",
+    )
+    for what in ("tokenizer", "dynamics", "agent", "imagine"):
+        a(
             f"--batch-{what}",
             type=int,
             default=None,
