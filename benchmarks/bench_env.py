@@ -41,8 +41,13 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def build_world_model(out: Path, preset: str, res: int, context: int, n_starts: int = 16) -> Path:
-    """A random-init agent world model (tokenizer + dynamics with agent tokens + heads) at ``out``."""
+def build_world_model(
+    out: Path, preset: str, res: int, context: int, n_starts: int = 16, arch: str = "transformer"
+) -> Path:
+    """A random-init agent world model (tokenizer + dynamics with agent tokens + heads) at ``out``.
+
+    ``arch`` picks the tokenizer (``"transformer"`` or ``"cnn"``).
+    """
     from lol_dreamer.models import build_tokenizer
     from lol_dreamer.models.agent_model import AgentWorldModel
     from lol_dreamer.models.dynamics import DynamicsConfig
@@ -51,7 +56,7 @@ def build_world_model(out: Path, preset: str, res: int, context: int, n_starts: 
     from lol_dreamer.world_model import save_world_model
 
     torch.manual_seed(0)
-    tcfg = TokenizerConfig.preset(preset, res=res)
+    tcfg = TokenizerConfig.preset(preset, res=res, arch=arch)
     tok = build_tokenizer(tcfg.to_dict())
     dcfg = DynamicsConfig.preset(preset, n_z=tcfg.n_z, d_z=tcfg.d_z, context=context, n_agent=1)
     model = AgentWorldModel(dcfg, HeadsConfig.preset(preset, dim=dcfg.dim))
@@ -246,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         help="tokenizer + dynamics preset for the random model (default %(default)s)",
     )
     p.add_argument(
+        "--arch",
+        default="transformer",
+        choices=("transformer", "cnn"),
+        help="tokenizer of the random model (default %(default)s)",
+    )
+    p.add_argument(
         "--res", type=int, default=128, help="frame side of the random model (default %(default)s)"
     )
     p.add_argument(
@@ -299,12 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.world_model or build_world_model(
-            Path(tmp) / "wm", args.preset, args.res, args.context
+            Path(tmp) / "wm", args.preset, args.res, args.context, arch=args.arch
         )
         wm = lol_dreamer.load_world_model(path, device=args.device)
     results: dict[str, Any] = {
         "model": args.world_model
-        or f"random-init {args.preset} @ {args.res}px, context {args.context}",
+        or f"random-init {args.preset} ({args.arch} tokenizer) @ {args.res}px, context {args.context}",
         "device": args.device,
         "threads": args.threads,
         "k": wm.k,

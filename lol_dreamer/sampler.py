@@ -260,6 +260,7 @@ class Sampler:
         lab: Tensor | None,
         tau_idx: int | None,
         pos: Tensor | None,
+        reuse: dict | None = None,
     ) -> tuple[Tensor | None, Tensor | None]:
         """Run the model on the stored window (plus frame ``x`` when given); return its outputs."""
         h = state.history
@@ -281,7 +282,9 @@ class Sampler:
             )
             tau, step = torch.cat((tau, tn), 1), torch.cat((step, sn), 1)
         with self._autocast():
-            out = self.model(z, tau, step, a, lb, state.task, positions=p, window=self.context)
+            out = self.model(
+                z, tau, step, a, lb, state.task, positions=p, window=self.context, reuse=reuse
+            )
         agent = None if out.agent is None else out.agent[:, -1].float()
         return out.z1[:, -1].float(), agent
 
@@ -324,26 +327,32 @@ class Sampler:
         x = self._noise((n, cfg.n_z, cfg.d_z), generator)
         d = 1.0 / self.k
         stride = cfg.k_max // self.k
+        # The K passes share the cache contents, positions, actions and task: the model keeps what
+        # depends only on those (time mask, time RoPE, action tokens) in ``reuse`` after the first.
+        reuse: dict = {}
+        view = state.cache.read_only() if state.cache is not None else None
+        act1, lab1, pos1 = act[:, None], lab[:, None], pos[:, None]
         for i in range(self.k):
             tau_idx = i * stride
             if self.use_cache:
-                assert state.cache is not None
                 tau, step = self._labels(n, 1, tau_idx, self.step_idx)
                 with self._autocast():
                     out = self.model(
                         x[:, None],
                         tau,
                         step,
-                        act[:, None],
-                        lab[:, None],
+                        act1,
+                        lab1,
                         state.task,
-                        cache=state.cache.read_only(),
-                        positions=pos[:, None],
+                        cache=view,
+                        positions=pos1,
                         window=self.context,
+                        reuse=reuse,
                     )
-                z1 = out.z1[:, 0].float()
+                z1 = out.z1[:, 0]
+                z1 = z1 if z1.dtype == torch.float32 else z1.float()
             else:
-                z1, _ = self._uncached_pass(state, x, act, lab, tau_idx, pos)
+                z1, _ = self._uncached_pass(state, x, act, lab, tau_idx, pos, reuse)
             # Euler step in τ along the x-prediction velocity (ẑ1 − x)/(1 − τ).
             x = x + (z1 - x) * (d / (1.0 - tau_idx / cfg.k_max))
         ctx = self._renoise(x, generator)

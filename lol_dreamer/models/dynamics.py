@@ -41,13 +41,14 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lol_dreamer.actions import ACTION_DIM, N_KEYS, N_MOVE
 from lol_dreamer.config_utils import strict_from_dict
-from lol_dreamer.models.layers import Block, RMSNorm, rope_angles
+from lol_dreamer.models.layers import Block, RMSNorm, additive_mask, rope_angles, rope_tables
 
 
 @dataclass
@@ -304,6 +305,12 @@ class DynamicsModel(nn.Module):
         )  # s e/2, shared by layers
         self.register_buffer("space_cos", space_cos, persistent=False)
         self.register_buffer("space_sin", space_sin, persistent=False)
+        # The same mask and angles in the forms the layers use directly (additive mask, full-width
+        # RoPE tables): built once here instead of in every layer of every pass.
+        self.register_buffer("space_bias", additive_mask(mask), persistent=False)
+        space_rope = rope_tables(space_cos, space_sin)  # s e
+        self.register_buffer("space_rope_cos", space_rope[0], persistent=False)
+        self.register_buffer("space_rope_sin", space_rope[1], persistent=False)
         # Latent normalisation (module docstring): saved with the weights, identity until set.
         self.register_buffer("latent_mean", torch.zeros(c.n_z, c.d_z))
         self.register_buffer("latent_std", torch.ones(c.n_z, c.d_z))
@@ -348,20 +355,32 @@ class DynamicsModel(nn.Module):
         actions: Tensor,
         labeled: Tensor,
         task: Tensor | None,
+        reuse: dict[str, Any] | None = None,
     ) -> Tensor:
-        """Interleaved per-frame tokens ``[b, t, s, d]``."""
+        """Interleaved per-frame tokens ``[b, t, s, d]``.
+
+        ``reuse`` (see :meth:`forward`) keeps the action, register and agent tokens, which do not
+        depend on the latents or the signal level.
+        """
         c = self.cfg
         b, t = z.shape[:2]
-        a = self.action_emb(actions, labeled)  # b t s_a d
+        cond = None if reuse is None else reuse.get("cond")
+        if cond is None:
+            a = self.action_emb(actions, labeled)  # b t s_a d
+            tail = [self.registers.expand(b, t, -1, -1)]
+            if c.n_agent:
+                g = self.agent_tokens.expand(b, t, -1, -1)
+                if task is not None:
+                    g = g + self.task_emb(task)[:, None, None]
+                tail.append(g)
+            cond = (a, tail)
+            if reuse is not None:
+                reuse["cond"] = cond
+        a, tail = cond
         td = (self.tau_emb(tau_idx) + self.step_emb(step_idx))[:, :, None]  # b t 1 d
-        zs = self.z_in(rearrange(z, "b t n c -> b t (n c)").reshape(b, t, c.s_z, self.group))
-        regs = self.registers.expand(b, t, -1, -1).to(zs.dtype)
-        parts = [a.to(zs.dtype), td.to(zs.dtype), zs, regs]
-        if c.n_agent:
-            g = self.agent_tokens.expand(b, t, -1, -1)
-            if task is not None:
-                g = g + self.task_emb(task)[:, None, None]
-            parts.append(g.to(zs.dtype))
+        zs = F.linear(z.reshape(b, t, c.s_z, self.group), self.z_in.weight, self.z_in.bias)
+        dt = zs.dtype
+        parts = [a.to(dt), td.to(dt), zs, *(x.to(dt) for x in tail)]
         return torch.cat(parts, dim=2)
 
     def forward(
@@ -376,6 +395,7 @@ class DynamicsModel(nn.Module):
         positions: Tensor | None = None,
         independent: Tensor | None = None,
         window: int | None = None,
+        reuse: dict[str, Any] | None = None,
     ) -> DynamicsOutput:
         """Predict clean latents for every frame.
 
@@ -394,6 +414,11 @@ class DynamicsModel(nn.Module):
             independent: ``[b]`` bool; True treats that sequence's frames as independent images
                 (time layers see only the frame itself).
             window: frames a time layer sees (default ``cfg.context``).
+            reuse: a dict the caller passes, unchanged, to consecutive calls that differ only in
+                ``z``, ``tau_idx`` and ``step_idx`` (same cache contents, positions, actions,
+                labels, task, independence and window; e.g. the K denoising passes of one frame):
+                the first call stores there what depends only on those (time mask, time RoPE,
+                action/register/agent tokens) and the others reuse it. Outputs are unchanged.
         Returns:
             :class:`DynamicsOutput`.
         """
@@ -416,30 +441,35 @@ class DynamicsModel(nn.Module):
             positions = positions.expand(b, t)
         window = window or cfg.context
 
-        x = self.embed(z, tau_idx, step_idx, actions, labeled, task)  # b t s d
+        x = self.embed(z, tau_idx, step_idx, actions, labeled, task, reuse)  # b t s d
         s = x.shape[2]
-        space_mask = self.space_mask if cfg.n_agent else None
-        space_rope = (self.space_cos, self.space_sin)
-        cos, sin = time_rope_angles(positions, self.head_dim)  # b t e/2
-        time_rope = (
-            cos.repeat_interleave(s, dim=0),
-            sin.repeat_interleave(s, dim=0),
-        )  # (b s) t e/2
-        time_mask: list[Tensor | None] = []  # built at the first time layer, shared by the others
+        space_mask = self.space_bias if cfg.n_agent else None
+        space_rope = (self.space_rope_cos, self.space_rope_sin)
+        time_rope = None if reuse is None else reuse.get("time_rope")
+        if time_rope is None:
+            cos, sin = rope_tables(*time_rope_angles(positions, self.head_dim))  # b t e
+            time_rope = (
+                cos.repeat_interleave(s, dim=0),
+                sin.repeat_interleave(s, dim=0),
+            )  # (b s) t e
+            if reuse is not None:
+                reuse["time_rope"] = time_rope
+        # Built at the first time layer, shared by the others (and by later calls via ``reuse``).
+        time_mask: list[Tensor | None] = [] if reuse is None else reuse.setdefault("time_mask", [])
         for i, blk in enumerate(self.blocks):
             if self.is_time[i]:
                 x = self._time_layer(
                     i, blk, x, positions, cache, independent, window, time_rope, time_mask
                 )
             else:
-                xs = rearrange(x, "b t s d -> (b t) s d")
+                xs = x.reshape(b * t, s, x.shape[3])  # (b t) s d
                 if self.grad_checkpointing and torch.is_grad_enabled():
                     xs, _ = checkpoint(
                         blk, xs, None, space_mask, None, space_rope, use_reentrant=False
                     )
                 else:
                     xs, _ = blk(xs, mask=space_mask, rope=space_rope)
-                x = rearrange(xs, "(b t) s d -> b t s d", b=b)
+                x = xs.view(b, t, s, xs.shape[2])
         h = self.norm(x)
         zo = self.z_out(h[:, :, self.z_slice])  # b t s_z group
         z1 = zo.reshape(b, t, n * ch).view(b, t, n, ch)
@@ -467,19 +497,20 @@ class DynamicsModel(nn.Module):
         Every time layer of a cache holds the same frames, so the mask is built once per forward
         (``memo``) from the first time layer's view of the cache.
         """
-        b, s = x.shape[0], x.shape[2]
-        xs = rearrange(x, "b t s d -> (b s) t d")
+        b, t, s, d = x.shape
+        xs = x.transpose(1, 2).reshape(b * s, t, d)  # (b s) t d
         past = cache.get(i) if cache is not None else None
         past_kv = (past[0], past[1]) if past is not None else None
         if not memo:
-            memo.append(self._time_mask(pos, past, independent, window, s))
+            mask = self._time_mask(pos, past, independent, window, s)
+            memo.append(None if mask is None else additive_mask(mask))
         if self.grad_checkpointing and torch.is_grad_enabled() and cache is None:
             xs, (k_new, v_new) = checkpoint(blk, xs, None, memo[0], None, rope, use_reentrant=False)
         else:
             xs, (k_new, v_new) = blk(xs, mask=memo[0], past_kv=past_kv, rope=rope)
         if cache is not None:
             cache.append(i, k_new, v_new, pos)
-        return rearrange(xs, "(b s) t d -> b t s d", b=b)
+        return xs.view(b, s, t, d).transpose(1, 2)
 
     @staticmethod
     def _time_mask(

@@ -23,10 +23,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x * self.weight.float()).to(dtype)
+        """``x · rsqrt(mean(x²) + eps) · weight`` over the last dimension, computed in fp32."""
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused op
+        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return y.to(x.dtype)
 
 
 def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
@@ -78,11 +79,29 @@ def axial_rope_angles(
     return ang.cos(), ang.sin()
 
 
+def rope_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """Half-width ``(cos, sin) [..., e/2]`` → full-width ``(cos | cos, −sin | sin) [..., e]``.
+
+    With these, a rotation is ``x·cos_full + roll(x, e/2)·sin_full`` (see :func:`apply_rope`): the
+    same products and sums as the half-width form, in fewer ops. Build them once and pass them as
+    ``rope`` wherever half-width tables are accepted.
+    """
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x [b, h, n, e]`` by angles ``cos/sin`` broadcastable to ``[b, 1, n, e/2]``."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.to(x.dtype)
+    """Rotate ``x [..., e]`` by angles ``cos/sin``, half-width ``[..., e/2]`` or full-width tables
+    from :func:`rope_tables` ``[..., e]``, broadcastable against ``x`` (e.g. ``[b, 1, n, ·]`` for
+    ``x [b, h, n, e]``).
+
+    Pairs ``(x1, x2)`` = (first half, second half) become ``(x1·cos − x2·sin, x2·cos + x1·sin)``.
+    """
+    if cos.shape[-1] * 2 == x.shape[-1]:
+        cos, sin = rope_tables(cos, sin)
+    xf = x if x.dtype == torch.float32 else x.float()
+    # [x1, x2]·[cos, cos] + [x2, x1]·[−sin, sin]: every entry is the half-width form's product pair.
+    out = torch.addcmul(xf * cos, xf.roll(x.shape[-1] // 2, dims=-1), sin)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 class SwiGLU(nn.Module):
@@ -93,7 +112,8 @@ class SwiGLU(nn.Module):
         self.w_down = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        gate = F.linear(x, self.w_gate.weight)
+        return F.linear(F.silu(gate) * F.linear(x, self.w_up.weight), self.w_down.weight)
 
 
 def swiglu_hidden(dim: int, mult: float = 8 / 3, multiple_of: int = 32) -> int:
@@ -147,11 +167,12 @@ class Attention(nn.Module):
         Args:
             x: ``[b, n, d]``.
             positions: ``[n]`` or ``[b, n]`` RoPE positions of the new tokens.
-            mask: bool, True = may attend, broadcastable to ``[b, h, n, m]`` with
-                ``m = past + n`` keys; None = full attention.
+            mask: broadcastable to ``[b, h, n, m]`` with ``m = past + n`` keys: bool (True = may
+                attend) or additive float (:func:`additive_mask`); None = full attention.
             past_kv: cached ``(k, v)``, each ``[b, g, m_past, e]``.
             rope: precomputed ``(cos, sin)``, each ``[n, e/2]`` or ``[b, n, e/2]`` (e.g. from
-                :func:`axial_rope_angles`); overrides ``positions`` when given.
+                :func:`axial_rope_angles`), or the full-width ``[n, e]`` / ``[b, n, e]`` tables of
+                :func:`rope_tables`; overrides ``positions`` when given.
         Returns:
             ``(out [b, n, d], (k_new, v_new))`` with ``k_new, v_new [b, g, n, e]``.
         """
@@ -163,7 +184,7 @@ class Attention(nn.Module):
             v = torch.cat((past_kv[1], v), dim=2)
         out = attend(q, k, v, mask, self.softcap)  # b h n e
         out = out.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim)
-        return self.out(out), new_kv
+        return F.linear(out, self.out.weight, self.out.bias), new_kv
 
     def project(
         self, x: Tensor, positions: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
@@ -177,9 +198,9 @@ class Attention(nn.Module):
         """
         b, n, _ = x.shape
         e, h, g = self.head_dim, self.n_heads, self.n_kv_heads
-        q = self.q(x).view(b, n, h, e).transpose(1, 2)  # b h n e
-        k, v = self.kv(x).view(b, n, 2, g, e).permute(2, 0, 3, 1, 4)  # each b g n e
-        q, k = self.q_norm(q), self.k_norm(k)
+        q = F.linear(x, self.q.weight, self.q.bias).view(b, n, h, e)
+        k, v = F.linear(x, self.kv.weight, self.kv.bias).view(b, n, 2, g, e).unbind(2)
+        q, k = self.q_norm(q), self.k_norm(k)  # b n h e, b n g e
         if self.use_rope:
             if rope is not None:
                 cos, sin = rope
@@ -187,30 +208,57 @@ class Attention(nn.Module):
                 if positions is None:
                     positions = torch.arange(n, device=x.device)
                 cos, sin = rope_angles(positions, e, self.rope_base)
-            if cos.dim() == 2:  # [n, e/2] -> [1, 1, n, e/2]
-                cos, sin = cos[None, None], sin[None, None]
-            else:  # [b, n, e/2] -> [b, 1, n, e/2]
-                cos, sin = cos[:, None], sin[:, None]
+            # [n, ·] -> [1, n, 1, ·]; [b, n, ·] -> [b, n, 1, ·] (tokens before heads here)
+            cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return q, k, v
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, softcap: float | None) -> Tensor:
-    """Scaled dot-product attention with soft-capped logits; ``k, v`` may have fewer heads (GQA)."""
-    h, g = q.shape[1], k.shape[1]
+    """Scaled dot-product attention with soft-capped logits; ``k, v`` may have fewer heads (GQA).
+
+    Args:
+        q: ``[b, h, n, e]``.
+        k, v: ``[b, g, m, e]`` with ``g`` dividing ``h`` (query head ``i`` reads key head ``i // (h/g)``).
+        mask: broadcastable to ``[b, h, n, m]``; bool (True = may attend) or float (added to the
+            logits: 0 = may attend, −inf = may not; see :func:`additive_mask`). None = full attention.
+        softcap: logit soft cap, or None.
+    Returns:
+        ``[b, h, n, e]``.
+    """
+    b, h, n, e = q.shape
+    g, m = k.shape[1], k.shape[2]
     if g != h:
-        k = k.repeat_interleave(h // g, dim=1)
-        v = v.repeat_interleave(h // g, dim=1)
-    scale = 1.0 / math.sqrt(q.shape[-1])
+        # The h/g query heads sharing a key head become extra query rows of that head: no copy of
+        # the keys/values (query head i = group i // r, row (i % r)·n + query).
+        q = q.reshape(b, g, (h // g) * n, e)
+    scale = 1.0 / math.sqrt(e)
     # Scales folded into q (smaller than the logits): fewer elementwise passes over [n, m].
     if softcap is not None:
-        logits = softcap * torch.tanh((q * (scale / softcap)) @ k.transpose(-1, -2))
+        logits = torch.tanh((q * (scale / softcap)) @ k.transpose(-1, -2)) * softcap
     else:
         logits = (q * scale) @ k.transpose(-1, -2)
+    logits = logits.view(b, h, n, m)
     if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    attn = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+        if mask.dtype == torch.bool:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        else:
+            logits = logits + mask
+    attn = torch.softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1)
+    attn = attn if attn.dtype == v.dtype else attn.to(v.dtype)
+    if g != h:
+        return (attn.view(b, g, (h // g) * n, m) @ v).view(b, h, n, e)
     return attn @ v
+
+
+def additive_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Bool mask (True = may attend) → additive mask (0 = may attend, −inf = may not) for :func:`attend`.
+
+    Adding it to the logits gives exactly what ``masked_fill(~mask, −inf)`` gives; build it once
+    when the same mask serves many layers or passes.
+    """
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill_(~mask, float("-inf"))
 
 
 class Block(nn.Module):
@@ -240,7 +288,7 @@ class Block(nn.Module):
         past_kv: tuple[Tensor, Tensor] | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, new_kv = self.attn(self.norm1(x), positions, mask, past_kv, rope)
+        a, new_kv = self.attn.forward(self.norm1.forward(x), positions, mask, past_kv, rope)
         x = x + a
-        x = x + self.mlp(self.norm2(x))
+        x = x + self.mlp.forward(self.norm2.forward(x))
         return x, new_kv
