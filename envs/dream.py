@@ -121,7 +121,8 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
     | ``render_mode``     | None    | "rgb_array" or "human" (pygame window)                         |
     | ``max_episode_steps`` | None  | truncate after this many steps                                  |
     | ``world_model``     | None    | an already loaded ``WorldModel`` (overrides ``checkpoint``; shares weights between envs) |
-    | ``dtype``           | None    | dynamics compute dtype: "float32" (default) or "bfloat16" (autocast, for GPUs) |
+    | ``dtype``           | None    | dynamics compute dtype: "float32" (default) or "bfloat16" (autocast; pays off for large batches or GPUs) |
+    | ``decode_dtype``    | "auto"  | decoder compute dtype: "auto" = bf16 for a CNN tokenizer on a CPU with native bf16 (frames within a few 8-bit levels of fp32), else fp32; or "float32" / "bfloat16" |
     | ``torch_threads``   | 1       | torch intra-op threads set at construction (batch-1 inference is usually fastest on 1 thread of a busy CPU); None leaves the setting alone |
 
     All randomness (start-clip choice, sampler noise) comes from ``np_random``: the same seed gives the
@@ -142,6 +143,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         torch_threads: int | None = 1,
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
+        decode_dtype: str | torch.dtype | None = "auto",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -156,7 +158,13 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         self.batch = DreamBatch(
-            self.wm, 1, k=steps_per_frame, context_length=context_length, decode=True, dtype=dtype
+            self.wm,
+            1,
+            k=steps_per_frame,
+            context_length=context_length,
+            decode=True,
+            dtype=dtype,
+            decode_dtype=decode_dtype,
         )
         self.res = self.wm.res
         self.context_length = self.batch.context_length

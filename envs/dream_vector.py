@@ -52,7 +52,11 @@ class DreamVectorEnv(VectorEnv):
         decode: decode frames (False: observations are latents and no decoder runs).
         torch_threads: torch intra-op threads to set (None = leave alone).
         world_model: an already loaded :class:`WorldModel` (overrides ``checkpoint``).
-        dtype: dynamics compute dtype, ``"float32"`` (default) or ``"bfloat16"`` (autocast, for GPUs).
+        dtype: dynamics compute dtype, ``"float32"`` (default) or ``"bfloat16"`` (autocast; pays
+            off for large batches on a CPU with native bf16 and on GPUs).
+        decode_dtype: decoder compute dtype, ``"auto"`` (default: bf16 for a CNN tokenizer on a CPU
+            with native bf16, else fp32; see ``envs/dream_batch.resolve_decode_dtype``),
+            ``"float32"`` or ``"bfloat16"``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -76,6 +80,7 @@ class DreamVectorEnv(VectorEnv):
         torch_threads: int | None = None,
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
+        decode_dtype: str | torch.dtype | None = "auto",
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"DreamVectorEnv renders only 'rgb_array', got {render_mode!r}")
@@ -108,6 +113,7 @@ class DreamVectorEnv(VectorEnv):
             context_length=context_length,
             decode=decode,
             dtype=dtype,
+            decode_dtype=decode_dtype,
         )
         self.reward_source = REWARD_HEAD if self.wm.has_heads else NO_REWARD
         res = self.wm.res

@@ -50,7 +50,11 @@ class DreamTorchEnv(EnvBase):
         decode: decode ``pixels`` each step (False for imagination training).
         max_episode_steps: truncate after this many steps (None = never).
         world_model: an already loaded :class:`WorldModel` (overrides ``checkpoint``).
-        dtype: dynamics compute dtype, ``"float32"`` (default) or ``"bfloat16"`` (autocast, for GPUs).
+        dtype: dynamics compute dtype, ``"float32"`` (default) or ``"bfloat16"`` (autocast; pays
+            off for large batches on a CPU with native bf16 and on GPUs).
+        decode_dtype: decoder compute dtype, ``"auto"`` (default: bf16 for a CNN tokenizer on a CPU
+            with native bf16, else fp32; see ``envs/dream_batch.resolve_decode_dtype``),
+            ``"float32"`` or ``"bfloat16"``.
     """
 
     batch_locked = True
@@ -67,6 +71,7 @@ class DreamTorchEnv(EnvBase):
         max_episode_steps: int | None = None,
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
+        decode_dtype: str | torch.dtype | None = "auto",
     ) -> None:
         wm = world_model if world_model is not None else load_world_model(checkpoint, device=device)
         super().__init__(device=wm.device, batch_size=torch.Size([num_envs]))
@@ -82,6 +87,7 @@ class DreamTorchEnv(EnvBase):
             context_length=context_length,
             decode=decode,
             dtype=dtype,
+            decode_dtype=decode_dtype,
         )
         self._rng = np.random.default_rng(0)
         self._elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
