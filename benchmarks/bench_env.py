@@ -21,6 +21,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import sys
 import tempfile
 import time
@@ -94,14 +96,37 @@ def time_loop(step, n: int, warmup: int, device: torch.device, cpu_time: bool = 
     return (clock() - t0) / n
 
 
-def bench_raw_and_dreamenv(wm, steps: int, warmup: int) -> dict[str, float]:
-    """Batch-1 steps/s of the raw sampler + streaming decoder and of DreamEnv on the same model."""
+def supported(cls: Any, **kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments that ``cls.__init__`` accepts (lets this script time older trees)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def decode_context(env: Any) -> contextlib.AbstractContextManager:
+    """The autocast an env's dream batch decodes under (none for fp32 or trees without it)."""
+    batch = getattr(env, "batch", None) or getattr(env, "dream", None)
+    dtype = getattr(batch, "decode_dtype", torch.float32)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(batch.device.type, dtype=dtype)
+
+
+def bench_raw_and_dreamenv(
+    wm, steps: int, warmup: int, dtype: str = "float32", decode_dtype: str = "auto"
+) -> dict[str, Any]:
+    """Batch-1 steps/s of the raw sampler + streaming decoder, of DreamEnv and of
+    ``gym.make("LoLDream-v0")`` on the same model (wall clock and this process's CPU time)."""
+    import gymnasium as gym
+
     from lol_dreamer.envs.dream import DreamEnv
 
-    env = DreamEnv(world_model=wm, torch_threads=None)
+    kw = supported(DreamEnv, dtype=dtype, decode_dtype=decode_dtype)
+    env = DreamEnv(world_model=wm, torch_threads=None, **kw)
     env.reset(seed=0)
+    made = gym.make("LoLDream-v0", world_model=wm, torch_threads=None, **kw)
+    made.reset(seed=0)
     action = np.array([18, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.int64)
-    sampler = wm.sampler()
+    sampler = env.batch.sampler if hasattr(env, "batch") else wm.sampler()
     starts = wm.starts
     g = torch.Generator(device=wm.device).manual_seed(0)
     state = sampler.start(
@@ -116,46 +141,63 @@ def bench_raw_and_dreamenv(wm, steps: int, warmup: int) -> dict[str, float]:
     @torch.no_grad()
     def raw() -> None:
         z, feats = sampler.step(state, act, generator=g)
-        dec.step(z)
+        with decode_context(env):
+            dec.step(z)
         wm.reward(feats.mean(1))
         wm.continue_prob(feats.mean(1))
 
-    # Interleave the two so machine-load drift hits both alike; keep the best of 3 rounds. The
+    def made_step() -> None:
+        made.step(action)
+
+    # Interleave the three so machine-load drift hits all alike; keep the best of 3 rounds. The
     # overhead compares CPU time (one thread), which the other jobs on a busy machine disturb less.
-    raw_s, env_s, raw_cpu, env_cpu = [], [], [], []
+    fns = {"raw": raw, "dreamenv": lambda: env.step(action), "gym_make": made_step}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(3):
-        raw_s.append(time_loop(raw, steps, warmup, wm.device))
-        env_s.append(time_loop(lambda: env.step(action), steps, warmup, wm.device))
-        raw_cpu.append(time_loop(raw, steps, 0, wm.device, cpu_time=True))
-        env_cpu.append(time_loop(lambda: env.step(action), steps, 0, wm.device, cpu_time=True))
-    r, e = min(raw_s), min(env_s)
-    rc, ec = min(raw_cpu), min(env_cpu)
-    return {
-        "raw_steps_per_s": 1.0 / r,
-        "dreamenv_steps_per_s": 1.0 / e,
-        "raw_cpu_ms_per_step": 1000.0 * rc,
-        "dreamenv_cpu_ms_per_step": 1000.0 * ec,
-        "gym_overhead_pct": 100.0 * (ec - rc) / rc,
+        for k, fn in fns.items():
+            wall[k].append(time_loop(fn, steps, warmup, wm.device))
+            cpu[k].append(time_loop(fn, steps, 0, wm.device, cpu_time=True))
+    out: dict[str, Any] = {
+        "dtype": dtype,
+        "decode_dtype": str(getattr(env.batch, "decode_dtype", "float32")).replace("torch.", ""),
     }
+    for k in fns:
+        out[f"{k}_steps_per_s"] = 1.0 / min(wall[k])
+        out[f"{k}_cpu_ms_per_step"] = 1000.0 * min(cpu[k])
+        out[f"{k}_cpu_steps_per_s"] = 1.0 / min(cpu[k])
+    rc, ec = min(cpu["raw"]), min(cpu["dreamenv"])
+    out["gym_overhead_pct"] = 100.0 * (ec - rc) / rc
+    made.close()
+    return out
 
 
-def bench_vector(wm, n: int, decode: bool, steps: int, warmup: int) -> float:
-    """Env steps/s of DreamVectorEnv with N envs."""
+def bench_vector(
+    wm, n: int, decode: bool, steps: int, warmup: int, dtype: str, decode_dtype: str
+) -> tuple[float, float]:
+    """``(wall, CPU-time)`` env steps/s of DreamVectorEnv with N envs."""
     from lol_dreamer.envs.dream_vector import DreamVectorEnv
 
-    env = DreamVectorEnv(n, world_model=wm, decode=decode)
+    kw = supported(DreamVectorEnv, dtype=dtype, decode_dtype=decode_dtype)
+    env = DreamVectorEnv(n, world_model=wm, decode=decode, **kw)
     env.reset(seed=0)
     actions = np.tile(np.array([18, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.int64), (n, 1))
-    return n / time_loop(lambda: env.step(actions), steps, warmup, wm.device)
+    wall = time_loop(lambda: env.step(actions), steps, warmup, wm.device)
+    cpu = time_loop(lambda: env.step(actions), steps, 0, wm.device, cpu_time=True)
+    return n / wall, n / cpu
 
 
-def bench_torchrl(wm, n: int, decode: bool, steps: int, warmup: int) -> float:
-    """Env steps/s of the native TorchRL env with N envs (``step`` + ``step_mdp``, as a collector does)."""
+def bench_torchrl(
+    wm, n: int, decode: bool, steps: int, warmup: int, dtype: str, decode_dtype: str
+) -> tuple[float, float]:
+    """``(wall, CPU-time)`` env steps/s of the native TorchRL env with N envs (``step`` +
+    ``step_mdp``, as a collector does)."""
     from torchrl.envs.utils import step_mdp
 
     from lol_dreamer.envs.torchrl_env import DreamTorchEnv
 
-    env = DreamTorchEnv(world_model=wm, num_envs=n, decode=decode)
+    kw = supported(DreamTorchEnv, dtype=dtype, decode_dtype=decode_dtype)
+    env = DreamTorchEnv(world_model=wm, num_envs=n, decode=decode, **kw)
     env.set_seed(0)
     td = env.reset()
     td["action", "move"] = torch.full((n,), 18, dtype=torch.long, device=wm.device)
@@ -167,18 +209,23 @@ def bench_torchrl(wm, n: int, decode: bool, steps: int, warmup: int) -> float:
         nxt = step_mdp(out, keep_other=True, exclude_action=False)
         holder["td"] = nxt
 
-    return n / time_loop(one, steps, warmup, wm.device)
+    wall = time_loop(one, steps, warmup, wm.device)
+    return n / wall, n / time_loop(one, steps, 0, wm.device, cpu_time=True)
 
 
-def bench_memory(wm, steps: int, every: int) -> dict[str, Any]:
+def bench_memory(wm, steps: int, every: int, decode_dtype: str = "auto") -> dict[str, Any]:
     """RSS while DreamEnv runs ``steps`` steps (no reset): growth between the first and last quarter."""
+    from tqdm import tqdm
+
     from lol_dreamer.envs.dream import DreamEnv
 
-    env = DreamEnv(world_model=wm, torch_threads=None)
+    env = DreamEnv(
+        world_model=wm, torch_threads=None, **supported(DreamEnv, decode_dtype=decode_dtype)
+    )
     env.reset(seed=0)
     action = np.array([18, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.int64)
     samples = []
-    for t in range(steps):
+    for t in tqdm(range(steps), desc="memory run", mininterval=10):
         env.step(action)
         if t % every == 0 or t == steps - 1:
             samples.append((t, rss_mib()))
@@ -195,42 +242,63 @@ def bench_memory(wm, steps: int, every: int) -> dict[str, Any]:
 
 
 def run_batched(wm, args: argparse.Namespace) -> dict[str, Any]:
-    """Vector and TorchRL env steps/s at every N, with and without decoding, and the batching gain."""
+    """Vector and TorchRL env steps/s at every N and dynamics dtype, with and without decoding, and
+    the batching gain.
+
+    The gain compares like with like: the same env kind and decode setting, this process's CPU time,
+    one thread, each N at its best dynamics dtype among ``--dtypes``.
+    """
     rows = []
     kinds = [
         (k, f) for k, f in (("vector", bench_vector), ("torchrl", bench_torchrl)) if k in args.envs
     ]
+    decodes = [d == "on" for d in args.decode]
     for kind, fn in kinds:
-        for decode in (True, False):
+        for decode in decodes:
             for n in args.ns:
-                steps = max(3, args.steps // max(1, n // 8))
-                sps = fn(wm, n, decode, steps, min(args.warmup, steps))
-                rows.append({"env": kind, "decode": decode, "n": n, "env_steps_per_s": sps})
-                print(
-                    f"  {kind:8s} decode={'on ' if decode else 'off'} N={n:<4d} {sps:10.1f} env steps/s",
-                    flush=True,
-                )
+                for dtype in args.dtypes:
+                    steps = max(3, args.steps // max(1, n // 8))
+                    wall, cpu = fn(
+                        wm, n, decode, steps, min(args.warmup, steps), dtype, args.decode_dtype
+                    )
+                    rows.append(
+                        {
+                            "env": kind,
+                            "decode": decode,
+                            "n": n,
+                            "dtype": dtype,
+                            "env_steps_per_s": wall,
+                            "env_steps_per_cpu_s": cpu,
+                        }
+                    )
+                    print(
+                        f"  {kind:8s} decode={'on ' if decode else 'off'} N={n:<4d} {dtype:9s} "
+                        f"{cpu:10.1f} env steps per CPU s ({wall:.1f} per wall s)",
+                        flush=True,
+                    )
     lo, hi = min(args.ns), max(args.ns)
     table, gains = {}, {}
     for kind, _ in kinds:
-        for decode in (True, False):
+        for decode in decodes:
             name = f"{kind}_decode_{'on' if decode else 'off'}"
-            table[name] = {
-                x["n"]: x["env_steps_per_s"]
-                for x in rows
-                if x["env"] == kind and x["decode"] == decode
-            }
-            gains[name] = table[name][hi] / table[name][lo]
+            best: dict[int, tuple[float, str]] = {}
+            for x in rows:
+                if x["env"] == kind and x["decode"] == decode:
+                    cur = best.get(x["n"], (0.0, ""))
+                    if x["env_steps_per_cpu_s"] > cur[0]:
+                        best[x["n"]] = (x["env_steps_per_cpu_s"], x["dtype"])
+            table[name] = best
+            gains[name] = best[hi][0] / best[lo][0]
     print(
         f"\n{'env':10s} {'decode':7s} "
-        + " ".join(f"N={n:<9d}" for n in args.ns)
-        + f" gain N={hi}/N={lo}"
+        + " ".join(f"N={n:<16d}" for n in args.ns)
+        + f" gain N={hi}/N={lo} (env steps per CPU second, best dtype)"
     )
     for name, r in table.items():
         kind, _, dec = name.split("_")
         print(
             f"{kind:10s} {dec:7s} "
-            + " ".join(f"{r[n]:<11.1f}" for n in args.ns)
+            + " ".join(f"{r[n][0]:<7.1f} {r[n][1]:<9s}" for n in args.ns)
             + f" {gains[name]:.1f}x"
         )
     return {"batched": rows, "batching_gain": {"n_high": hi, "n_low": lo, **gains}}
@@ -287,6 +355,33 @@ def main(argv: list[str] | None = None) -> int:
         help="RSS sampling period in steps (default %(default)s)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    p.add_argument(
+        "--batch1-dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="dynamics dtype of the batch-1 rows (default %(default)s)",
+    )
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32"],
+        choices=("float32", "bfloat16"),
+        help="dynamics dtypes of the batched rows; the gain uses each N's best (default %(default)s)",
+    )
+    p.add_argument(
+        "--decode-dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="decoder dtype of every env (default %(default)s: bf16 for a CNN tokenizer on a CPU "
+        "with native bf16)",
+    )
+    p.add_argument(
+        "--decode",
+        nargs="+",
+        default=["on", "off"],
+        choices=("on", "off"),
+        help="batched rows with decoding on and/or off (default: both)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     p.add_argument(
         "--parts",
@@ -319,21 +414,33 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "threads": args.threads,
         "k": wm.k,
+        "command": " ".join(sys.argv),
     }
     print(
         f"world model: {results['model']} (n_z={wm.n_z}, d_z={wm.d_z}, K={wm.k}); device {args.device}, {args.threads} thread(s)"
     )
     if "batch1" in args.parts:
-        results["batch1"] = b1 = bench_raw_and_dreamenv(wm, args.steps, args.warmup)
-        print(
-            f"\nbatch 1, decode on: raw sampler+decoder {b1['raw_steps_per_s']:.1f} steps/s "
-            f"({b1['raw_cpu_ms_per_step']:.1f} CPU ms/step); DreamEnv {b1['dreamenv_steps_per_s']:.1f} steps/s "
-            f"({b1['dreamenv_cpu_ms_per_step']:.1f} CPU ms/step); gym overhead {b1['gym_overhead_pct']:+.1f}% (CPU time)"
+        results["batch1"] = b1 = bench_raw_and_dreamenv(
+            wm, args.steps, args.warmup, args.batch1_dtype, args.decode_dtype
         )
+        print(
+            f"\nbatch 1, decode on (dynamics {b1['dtype']}, decoder {b1['decode_dtype']}):\n"
+            f"{'path':22s} {'CPU ms/step':>12s} {'steps/CPU s':>12s} {'steps/wall s':>13s}"
+        )
+        for k, label in (
+            ("raw", "raw sampler+decoder"),
+            ("dreamenv", "DreamEnv"),
+            ("gym_make", 'gym.make("LoLDream-v0")'),
+        ):
+            print(
+                f"{label:22s} {b1[k + '_cpu_ms_per_step']:12.1f} {b1[k + '_cpu_steps_per_s']:12.1f} "
+                f"{b1[k + '_steps_per_s']:13.1f}"
+            )
+        print(f"gym overhead {b1['gym_overhead_pct']:+.1f}% (CPU time, DreamEnv over raw)")
     if "batched" in args.parts:
         results.update(run_batched(wm, args))
     if "memory" in args.parts and args.memory_steps:
-        m = bench_memory(wm, args.memory_steps, args.memory_every)
+        m = bench_memory(wm, args.memory_steps, args.memory_every, args.decode_dtype)
         results["memory"] = m
         print(
             f"\nmemory over {m['steps']} DreamEnv steps: RSS {m['rss_first_mib']:.1f} MiB (2nd quarter) "

@@ -120,7 +120,7 @@ class Sampler:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.latent_mean.device  # a buffer: cheaper than walking the parameters
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:

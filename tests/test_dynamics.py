@@ -165,3 +165,40 @@ def test_grad_checkpointing_gives_the_same_gradients():
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_reuse_across_denoising_passes_keeps_outputs_exact():
+    """The K passes of a frame may share the time mask, time RoPE and action tokens via ``reuse``."""
+    from lol_dreamer.kv_cache import KVCache
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig.preset("test", n_z=8, d_z=4, n_agent=1, context=6)
+    model = DynamicsModel(cfg).eval()
+    b = 2
+    cache = KVCache(b, cfg.tokens_per_frame, cfg.context - 1)
+    acts = torch.randint(0, 2, (b, 3, 9))
+    acts[..., 0] = torch.randint(0, 19, (b, 3))
+    lab = torch.ones(b, 3, dtype=torch.bool)
+    task = torch.tensor([0, 2])
+    with torch.no_grad():
+        model(
+            torch.randn(b, 3, 8, 4),
+            torch.full((b, 3), cfg.tau_ctx_idx),
+            torch.full((b, 3), cfg.step_idx_min),
+            acts,
+            lab,
+            task,
+            cache=cache,
+            positions=torch.arange(3).expand(b, 3),
+        )
+        reuse: dict = {}
+        view = cache.read_only()
+        pos = torch.full((b, 1), 3)
+        for tau_idx in (0, 16, 32, 48):
+            x = torch.randn(b, 1, 8, 4)
+            tau, step = torch.full((b, 1), tau_idx), torch.full((b, 1), 2)
+            args = (x, tau, step, acts[:, :1], lab[:, :1], task)
+            fast = model(*args, cache=view, positions=pos, reuse=reuse)
+            plain = model(*args, cache=view, positions=pos)
+            assert torch.equal(fast.z1, plain.z1) and torch.equal(fast.agent, plain.agent)
+    assert {"cond", "time_rope", "time_mask"} <= set(reuse)

@@ -1,6 +1,15 @@
 import torch
 
-from lol_dreamer.models.layers import Attention, Block, RMSNorm, apply_rope, attend, rope_angles
+from lol_dreamer.models.layers import (
+    Attention,
+    Block,
+    RMSNorm,
+    additive_mask,
+    apply_rope,
+    attend,
+    rope_angles,
+    rope_tables,
+)
 
 
 def test_rmsnorm_unit_rms():
@@ -63,3 +72,48 @@ def test_past_kv_equals_full_causal_pass():
         past = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
         outs.append(y)
     assert torch.allclose(full, torch.cat(outs, 1), atol=1e-5)
+
+
+def test_rope_full_width_tables_equal_half_width_form():
+    x = torch.randn(2, 3, 5, 16)
+    cos, sin = rope_angles(torch.arange(5) * 7, 16)
+    cos4, sin4 = cos[None, None], sin[None, None]
+    x1, x2 = x.chunk(2, dim=-1)
+    ref = torch.cat((x1 * cos4 - x2 * sin4, x1 * sin4 + x2 * cos4), dim=-1)
+    full = rope_tables(cos, sin)
+    torch.testing.assert_close(apply_rope(x, cos4, sin4), ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        apply_rope(x, full[0][None, None], full[1][None, None]), ref, rtol=0, atol=1e-6
+    )
+    # bf16 inputs are rotated in fp32 and returned in bf16
+    xb = x.bfloat16()
+    assert apply_rope(xb, cos4, sin4).dtype == torch.bfloat16
+
+
+def test_additive_mask_gives_the_bool_mask_result_exactly():
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
+    mask = torch.rand(2, 1, 5, 7) > 0.4
+    mask[..., 0] = True  # every query sees at least one key
+    assert torch.equal(attend(q, k, v, mask, 50.0), attend(q, k, v, additive_mask(mask), 50.0))
+
+
+def test_grouped_attention_equals_repeated_key_heads():
+    q, k, v = torch.randn(3, 6, 4, 8), torch.randn(3, 2, 9, 8), torch.randn(3, 2, 9, 8)
+    mask = torch.rand(3, 1, 4, 9) > 0.3
+    mask[..., 0] = True
+    full = attend(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), mask, 30.0)
+    torch.testing.assert_close(attend(q, k, v, mask, 30.0), full, rtol=0, atol=1e-6)
+
+
+def test_rmsnorm_matches_its_formula_in_fp32_and_bf16():
+    norm = RMSNorm(16)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x = torch.randn(3, 5, 16) * 3
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
+    torch.testing.assert_close(norm(x), ref, rtol=1e-6, atol=1e-6)
+    xb = x.bfloat16()
+    out = norm(xb)
+    assert out.dtype == torch.bfloat16
+    refb = xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + norm.eps)
+    torch.testing.assert_close(out, (refb * norm.weight).bfloat16(), rtol=0, atol=0)

@@ -78,3 +78,37 @@ def test_cnn_overfits_a_few_frames():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+def _perturbed_cnn() -> CNNTokenizer:
+    tok = make_cnn()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in tok.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return tok
+
+
+def test_cnn_channels_last_path_equals_plain_convolutions():
+    tok = _perturbed_cnn()
+    x = torch.rand(2, 3, 3, RES, RES)
+    with torch.no_grad():
+        z = tok.encode(x)
+        y = tok.decode(z)
+        enc = torch.tanh(tok.encoder((x * 2 - 1).flatten(0, 1)))  # NCHW memory order throughout
+        y_ref = (tok.decoder(enc) * 0.5 + 0.5).clamp(0, 1)
+    z_ref = enc.permute(0, 2, 3, 1).reshape(6, tok.cfg.n_z, tok.cfg.d_z)  # (h w c) latent layout
+    torch.testing.assert_close(z.flatten(0, 1), z_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(y.flatten(0, 1), y_ref, rtol=0, atol=1e-5)
+    assert y.is_contiguous()
+
+
+def test_cnn_bf16_autocast_decode_returns_fp32_frames_close_to_fp32():
+    tok = _perturbed_cnn()
+    z = tok.encode(torch.rand(2, 2, 3, RES, RES)).detach()
+    with torch.no_grad():
+        ref = tok.decode(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tok.decode(z)
+    assert low.dtype == torch.float32  # the output conv runs in fp32
+    assert (low - ref).abs().max() < 4 / 255
