@@ -231,3 +231,69 @@ def test_meta_built_model_materialises_correctly():
     lazy.eval()
     x = torch.rand(1, 3, 3, RES, RES)
     torch.testing.assert_close(lazy.decode(lazy.encode(x)), tok.decode(tok.encode(x)))
+
+
+def _fresh_tok(spatial_bias: bool = True) -> TransformerTokenizer:
+    """A freshly initialised one-layer ``test`` tokenizer (4×4 patches, 4×4 latents at 32 px) whose
+    pixel head is randomised, so the decoder's output depends on its input from the start."""
+    torch.manual_seed(0)
+    cfg = TokenizerConfig.from_dict(
+        {**TokenizerConfig.preset("test", res=RES).to_dict(), "spatial_bias": spatial_bias}
+    )
+    tok = TransformerTokenizer(cfg).eval()
+    torch.nn.init.normal_(tok.to_pixels.weight, std=0.1)
+    return tok
+
+
+def _encoder_spread(tok: TransformerTokenizer) -> torch.Tensor:
+    """How much each latent token changes ``[N]`` when only the top-left patch changes."""
+    c = tok.cfg
+    x = torch.rand(4, 1, 3, RES, RES)
+    x2 = x.clone()
+    x2[..., : c.patch, : c.patch] = torch.rand(4, 1, 3, c.patch, c.patch)
+    with torch.no_grad():
+        dz = (tok.encode(x2) - tok.encode(x)).reshape(4, c.n_latents, c.bottleneck)
+    return dz.abs().mean(dim=(0, 2))
+
+
+def _decoder_spread(tok: TransformerTokenizer) -> torch.Tensor:
+    """How much each decoded patch changes ``[P]`` when only the first latent token changes."""
+    c = tok.cfg
+    z = (torch.rand(4, 1, c.n_latents, c.bottleneck) * 2 - 1).clamp(-0.9, 0.9)
+    z2 = z.clone()
+    z2[:, :, 0] = -z2[:, :, 0]
+    with torch.no_grad():
+        y = tok.decode(z.reshape(4, 1, c.n_z, c.d_z), clamp=False)
+        y2 = tok.decode(z2.reshape(4, 1, c.n_z, c.d_z), clamp=False)
+    return tok.patchify(y2 - y).abs().mean(dim=(0, 1, 3))
+
+
+def test_latents_read_their_own_region_from_the_start():
+    # The top-left latent sits on the top-left patch: changing that patch must reach it far more
+    # than the latents elsewhere. Without the spatial bias every latent starts out reading a
+    # near-uniform average of the frame, and training collapses to the mean frame.
+    spread = _encoder_spread(_fresh_tok())
+    assert spread.argmax() == 0
+    assert spread[0] > 20 * spread[1:].mean(), spread
+    uniform = _encoder_spread(_fresh_tok(spatial_bias=False))
+    assert uniform[0] < 3 * uniform[1:].median(), uniform  # what the test guards against
+
+
+def test_decoded_patches_read_their_own_latents_from_the_start():
+    spread = _decoder_spread(_fresh_tok())
+    assert spread.argmax() == 0
+    assert spread[0] > 20 * spread[1:].mean(), spread
+    uniform = _decoder_spread(_fresh_tok(spatial_bias=False))
+    assert uniform[0] < 3 * uniform[1:].median(), uniform
+
+
+def test_spatial_bias_parameters_are_learned_and_old_configs_rebuild_without_them():
+    tok = _fresh_tok()
+    x = torch.rand(2, 1, 3, RES, RES)
+    recon, _ = tok.train()(x, mask_ratio=0.0)
+    (recon - x).pow(2).mean().backward()
+    for name in ("enc_locality", "enc_offsets", "dec_locality", "dec_offsets"):
+        assert getattr(tok, name).grad.abs().sum() > 0, name
+    old = {k: v for k, v in tok.cfg.to_dict().items() if k != "spatial_bias"}
+    assert TokenizerConfig.from_dict(old).spatial_bias is False
+    assert not hasattr(build_tokenizer(old), "enc_locality")
