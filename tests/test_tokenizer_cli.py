@@ -217,3 +217,20 @@ def test_tokenizer_training_resumes_exactly(tmp_path, dataset):
     a = checkpoint.load_model(tmp_path / "full")
     b = checkpoint.load_model(tmp_path / "cut")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_probe_context_explains_a_negative_r2():
+    """A held-out field that barely varies (level 5 or 6) makes even good probes score badly."""
+    from lol_dreamer.evaluation.metrics import r2_score
+    from lol_dreamer.evaluation.tokenizer_eval import probe_context
+
+    train_y = np.arange(1.0, 8.0)[:, None]  # levels 1..7
+    held_y = np.array([5.0, 5.0, 6.0, 6.0])[:, None]
+    pred = held_y + np.array([0.5, -0.5, 0.5, -0.5])[:, None]  # off by half a level
+    r2 = r2_score(held_y, pred)
+    ctx = probe_context(["level"], train_y, held_y, r2)
+    assert r2[0] == pytest.approx(0.0)
+    assert ctx["held_out_std"]["level"] == pytest.approx(0.5)
+    assert ctx["train_std"]["level"] == pytest.approx(2.0)
+    assert ctx["rmse"]["level"] == pytest.approx(float(np.sqrt(((pred - held_y) ** 2).mean())))
+    assert ctx["train_mean_r2"]["level"] == pytest.approx(1 - 2.5 / 0.25)  # mean 4 vs 5,5,6,6

@@ -58,6 +58,36 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     return atomic_write(path, lambda p: imsave(p, image, format="png"))
 
 
+def probe_context(
+    names: list[str], train_y: np.ndarray, held_y: np.ndarray, r2: np.ndarray
+) -> dict[str, dict[str, float | None]]:
+    """What a probe's R² means on this held-out set.
+
+    R² divides by the held-out targets' own variance; with few held-out episodes a field can barely
+    vary there (a level that stays at 5 or 6), so a small error gives a large negative R². This
+    reports, per field, the held-out and training spread, the probe's RMSE in the field's units
+    (``std_held · √(1 - R²)``) and the R² of always predicting the training mean (the floor).
+
+    Args:
+        names: field names, one per column.
+        train_y: ``[n, k]`` probe-training targets; held_y: ``[m, k]`` held-out targets.
+        r2: ``[k]`` the probe's held-out R².
+    Returns:
+        ``{"held_out_std", "train_std", "rmse", "train_mean_r2"}``, each ``{field: value}``.
+    """
+    out: dict[str, dict[str, float | None]] = {
+        "held_out_std": {}, "train_std": {}, "rmse": {}, "train_mean_r2": {},
+    }  # fmt: skip
+    for j, n in enumerate(names):
+        hs, ts = float(held_y[:, j].std()), float(train_y[:, j].std())
+        out["held_out_std"][n], out["train_std"][n] = hs, ts
+        ok = math.isfinite(float(r2[j])) and hs > 0
+        out["rmse"][n] = hs * math.sqrt(max(0.0, 1.0 - float(r2[j]))) if ok else None
+        floor = 1.0 - float(((held_y[:, j] - train_y[:, j].mean()) ** 2).mean()) / hs**2
+        out["train_mean_r2"][n] = floor if hs > 0 else None
+    return out
+
+
 def evaluate_tokenizer(
     tokenizer_run: str | os.PathLike,
     data: str | os.PathLike,
@@ -171,6 +201,7 @@ def evaluate_tokenizer(
         res = linear_probe_r2(tx, ty, hx, hy, train_groups=tg)
         probe = {n: (None if math.isnan(v) else float(v)) for n, v in zip(names, res.r2)}
         probe_info = {"alpha": res.alpha, "train_rows": res.n_train, "test_rows": res.n_test}
+        probe_info.update(probe_context(names, ty, hy, res.r2))
         missing = [f for f in PROBE_FIELDS if f not in cols]
         if missing:
             probe_info["missing_fields"] = missing
@@ -211,8 +242,15 @@ def format_table(report: dict[str, Any]) -> str:
     if report["probe"] is None:
         lines.append(f"{'linear-probe R²':<22}{'no game state':>16}")
     else:
+        ctx = report.get("probe_info", {})
         for name, r2 in report["probe"].items():
             lines.append(f"{'linear-probe R² ' + name:<22}{f(r2, 3):>16}")
+            if name in ctx.get("rmse", {}):
+                lines.append(
+                    f"{'  RMSE / held-out std':<22}{f(ctx['rmse'][name], 3):>8} /"
+                    f"{f(ctx['held_out_std'][name], 3):>7}  (train-mean R² "
+                    f"{f(ctx['train_mean_r2'][name], 2)})"
+                )
     return "\n".join(lines)
 
 
