@@ -25,6 +25,12 @@ FULL: dict[str, Any] = {
     "collect_task": "mixed",
     "steps_tokenizer": 700,
     "steps_dynamics": 1200,
+    # Short CPU budgets: with step sizes uniform over the 7 levels only 1/7 of the frames get the
+    # flow term, and a nano model had not learned to read its context after 400 steps; with half
+    # the frames on the flow term it had after 300 (benchmarks/RESULTS.md, "Learning to use the
+    # context").
+    "flow_frac": 0.5,
+    "lr_dynamics": 1e-3,
     "steps_agent": 600,
     "steps_imagine": 160,
     "batch_tokenizer": 8,
@@ -50,6 +56,7 @@ QUICK: dict[str, Any] = {
     "collect_task": None,  # = --task: phase 2 needs episodes of the task with rewards in them
     "steps_tokenizer": 16,
     "steps_dynamics": 12,
+    "flow_frac": 0.5,
     "steps_agent": 8,
     "steps_imagine": 2,
     "batch_tokenizer": 2,

@@ -231,8 +231,9 @@ def test_learning_rates_architecture_and_flow_fraction_reach_the_trainers(tmp_pa
     dyn, tok = calls
     assert dyn[dyn.index("--lr") + 1] == "0.001" and dyn[dyn.index("--flow-frac") + 1] == "0.5"
     assert tok[tok.index("--arch") + 1] == "cnn" and tok[tok.index("--lr") + 1] == "0.002"
-    # unset rates leave the trainer's own default: no --lr flag at all
+    # an unset rate leaves the trainer's own default: no --lr flag at all
     calls.clear()
     s2 = PipelineConfig(out=str(tmp_path / "run"), quick=True).resolved()
     ps._dynamics(ps._dynamics_args(s2, p), p, s2)
-    assert "--lr" not in calls[0] and "--flow-frac" not in calls[0]
+    assert "--lr" not in calls[0]
+    assert calls[0][calls[0].index("--flow-frac") + 1] == "0.5"  # the recipe's (--quick) value

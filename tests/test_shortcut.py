@@ -254,3 +254,39 @@ def test_preconditioning_starts_at_the_linear_optimum():
         lp = shortcut_loss(pre, z1, z0, tau_idx, step_idx, k_max=K_MAX).loss
         lq = shortcut_loss(plain, z1, z0, tau_idx, step_idx, k_max=K_MAX).loss
     assert float(lp) < 0.7 * float(lq)
+
+
+def test_the_model_learns_to_read_its_context():
+    """Frames that repeat the previous one: after a short training the prediction of a frame from
+    pure noise uses the (τ_ctx-noised) context, far better than the same frame without context."""
+    torch.manual_seed(0)
+    cfg = DynamicsConfig.preset("test", n_z=8, d_z=4)
+    model = DynamicsModel(cfg)
+    obj = ShortcutObjective(ShortcutConfig(k_max=K_MAX, flow_frac=0.5))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    t = 8
+    g = torch.Generator().manual_seed(0)
+
+    def clips(b: int) -> torch.Tensor:
+        return torch.randn(b, 1, 8, 4, generator=g).expand(b, t, 8, 4).clone()
+
+    for s in range(250):
+        z = clips(8)
+        batch = {"latents": z, "actions": torch.zeros(8, t, 9, dtype=torch.long)}
+        out = obj(model, batch, s)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    z = clips(64)
+    tau = torch.full((64, t), cfg.tau_ctx_idx)
+    tau[:, -1] = 0
+    tf = (tau.float() / K_MAX)[..., None, None]
+    zt = (1 - tf) * torch.randn(z.shape, generator=g) + tf * z
+    step = torch.full((64, t), cfg.step_idx_min)
+    with torch.no_grad():
+        with_ctx = float((model(zt, tau, step).z1[:, -1] - z[:, -1]).pow(2).mean())
+        alone = float(
+            (model(zt[:, -1:], tau[:, -1:], step[:, -1:]).z1[:, 0] - z[:, -1]).pow(2).mean()
+        )
+    assert alone > 0.8  # one frame of pure noise says nothing about a random frame
+    assert with_ctx < 0.5 * alone, (with_ctx, alone)

@@ -81,7 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"--lr-{what}",
             type=float,
             default=None,
-            help=f"peak learning rate of the {what} trainer (default: the trainer's own)",
+            help=f"peak learning rate of the {what} trainer (default "
+            + (f"{FULL['lr_' + what]}; " if "lr_" + what in FULL else "")
+            + "the trainer's own"
+            + (" with --quick)" if "lr_" + what in FULL else ")"),
         )
     a(
         "--arch-tokenizer",
@@ -93,8 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--flow-frac",
         type=float,
         default=None,
-        help="probability of the flow term per frame in the dynamics trainer (default: step "
-        "sizes uniform, as in DreamerV4)",
+        help="probability of the flow term per frame in the dynamics trainer" + _d("flow_frac"),
     )
     for what in ("tokenizer", "dynamics", "agent", "imagine"):
         a(
