@@ -117,3 +117,16 @@ def test_rmsnorm_matches_its_formula_in_fp32_and_bf16():
     assert out.dtype == torch.bfloat16
     refb = xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + norm.eps)
     torch.testing.assert_close(out, (refb * norm.weight).bfloat16(), rtol=0, atol=0)
+
+
+def test_block_input_cast_once_under_autocast_changes_nothing():
+    from lol_dreamer.models.layers import _to_autocast
+
+    h = torch.randn(2, 5, 32)
+    w = torch.randn(48, 32)
+    assert _to_autocast(h) is h  # no autocast: untouched
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        once = _to_autocast(h)
+        assert once.dtype == torch.bfloat16
+        # what a matmul under autocast would have computed from the fp32 input
+        assert torch.equal(torch.nn.functional.linear(once, w), torch.nn.functional.linear(h, w))

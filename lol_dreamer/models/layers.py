@@ -261,6 +261,15 @@ def additive_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return out.masked_fill_(~mask, float("-inf"))
 
 
+def _to_autocast(h: Tensor) -> Tensor:
+    """``h`` in the autocast dtype when autocast is on: the value each of the two matmuls reading it
+    would cast it to anyway, cast once instead of twice."""
+    dev = h.device.type
+    if h.dtype == torch.float32 and dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return h.to(torch.get_autocast_dtype(dev))
+    return h
+
+
 class Block(nn.Module):
     """Pre-RMSNorm transformer block: ``x + attn(norm(x))``, then ``x + swiglu(norm(x))``."""
 
@@ -288,7 +297,8 @@ class Block(nn.Module):
         past_kv: tuple[Tensor, Tensor] | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, new_kv = self.attn.forward(self.norm1.forward(x), positions, mask, past_kv, rope)
+        h = _to_autocast(self.norm1.forward(x))
+        a, new_kv = self.attn.forward(h, positions, mask, past_kv, rope)
         x = x + a
-        x = x + self.mlp.forward(self.norm2.forward(x))
+        x = x + self.mlp.forward(_to_autocast(self.norm2.forward(x)))
         return x, new_kv
