@@ -15,12 +15,16 @@
    heads only, on the shared training loop;
 4. writes ``PMPO`` as a complete agent world model (config kind ``"imagine"``, ``parent`` = ``BC``,
    the full model in ``model.safetensors``, ``BC``'s tokenizer and start clips) with one metrics row
-   per step carrying ``loss``, ``loss_policy``, ``loss_kl``, ``loss_value`` and ``imagined_return``.
+   per step carrying ``loss``, ``loss_policy``, ``loss_kl``, ``loss_value`` and ``imagined_return``;
+5. optionally lets the live policy play the real game every few steps (``real/return``,
+   ``real/return_ci95``, ``real/episodes``; the prior in a ``step 0`` row;
+   :mod:`lol_dreamer.agents.real_eval`) and plots ``imagined_vs_real.png`` at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from lol_dreamer.agents.imagine_env import (
     StartClipContexts,
 )
 from lol_dreamer.agents.pmpo import PMPOLoss
+from lol_dreamer.agents.real_eval import RealEvalConfig, RealEvaluator
 from lol_dreamer.agents.returns import GAMMA, LAMBDA
 from lol_dreamer.models.agent_model import AgentWorldModel
 from lol_dreamer.training.config import LossOutput, TrainConfig, TrainResult
@@ -125,13 +130,49 @@ class ImagineObjective:
 
 class ImagineTrainer(Trainer):
     """The shared loop with phase-3 metric names: ``loss_policy``, ``loss_kl``, ``loss_value`` and
-    ``imagined_return`` as top-level keys of each ``metrics.jsonl`` row."""
+    ``imagined_return`` as top-level keys of each ``metrics.jsonl`` row.
+
+    With ``real_eval`` (an ``eval_fn(model, step) -> {"real/…"}``, e.g.
+    :class:`~lol_dreamer.agents.real_eval.RealEvaluator`) and ``real_cfg.every > 0``, the policy also
+    plays the real game before the first step (a ``{"step": 0, "real/…"}`` row: the prior) and
+    after every ``every``-th and the last step (``real/…`` keys in that step's row). It runs through
+    :meth:`Trainer.evaluate`: on rank 0, with the published (EMA when on) weights, in eval mode,
+    from forked RNGs, so training and exact resume are unaffected.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        real_eval: Callable[[nn.Module, int], dict] | None = None,
+        real_cfg: RealEvalConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.real_eval = real_eval if real_cfg is not None and (real_cfg.every or 0) > 0 else None
+        self.real_cfg = real_cfg
+
+    def _real(self, step: int) -> dict[str, float]:
+        """``real/…`` scalars of the policy after ``step`` steps, or {} when none is due."""
+        if self.real_eval is None or not self.dist.is_main:
+            return {}
+        if not self.real_cfg.due(step, self.cfg.steps):
+            return {}
+        own, self.eval_fn = self.eval_fn, self.real_eval
+        try:
+            return self.evaluate()
+        finally:
+            self.eval_fn = own
 
     def _train_step(self, step: int) -> dict[str, Any]:
+        if step == 0:
+            prior = self._real(0)
+            if prior and self.writes:
+                self.log.write({"step": 0, **prior})
         row = super()._train_step(step)
         for k in LOSS_TERMS:
             row[k] = row.pop(f"loss/{k}")
         row["imagined_return"] = row.pop("metric/imagined_return")
+        row.update(self._real(step + 1))
         return row
 
 
@@ -284,6 +325,7 @@ def train_imagine(
     train_cfg: TrainConfig,
     data: str | Path | None = None,
     resume: bool = False,
+    real_eval: RealEvalConfig | None = None,
 ) -> TrainResult:
     """Run phase 3 and write the run folder ``out`` (see the module docstring).
 
@@ -294,6 +336,9 @@ def train_imagine(
         train_cfg: optimiser settings of the shared loop (``steps`` counts optimiser steps).
         data: tokenized dataset for the contexts (None = the agent's stored start clips).
         resume: continue ``out`` from its ``state/``.
+        real_eval: how often the live policy plays LaneSim (``real/…`` metrics, see
+            :mod:`lol_dreamer.agents.real_eval`); None = never. At the end
+            ``out/imagined_vs_real.png`` plots the imagined and real returns.
     Returns:
         The shared loop's :class:`TrainResult`.
     """
@@ -316,14 +361,27 @@ def train_imagine(
         out.mkdir(parents=True, exist_ok=True)
         copy_world_model_assets(agent, out)
     barrier()
+    real_eval = (real_eval or RealEvalConfig(every=0)).resolve(
+        train_cfg.steps, int(im.world_model.res)
+    )
+    evaluator = RealEvaluator(
+        im.model.heads, im.world_model, im.task, im.actor.mtp_distance, real_eval
+    )
+    cfg_json = {**run_config(im, agent, data), "real_eval": real_eval.to_dict()}
     try:
         trainer = ImagineTrainer(
             im.model, im.objective, im.rollouts, train_cfg, out,
-            params=im.trainable_parameters, run_config=run_config(im, agent, data), resume=resume,
+            params=im.trainable_parameters, run_config=cfg_json, resume=resume,
+            real_eval=evaluator, real_cfg=real_eval,
         )  # fmt: skip
-        return trainer.fit()
+        result = trainer.fit()
     finally:
         im.rollouts.close()
+    if info.is_main:
+        from lol_dreamer.agents.imagine_plot import plot_imagined_vs_real
+
+        plot_imagined_vs_real(out)
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
@@ -334,12 +392,19 @@ def run(args: argparse.Namespace) -> int:
         steps_per_frame=args.k,
     )  # fmt: skip
     train_cfg = TrainConfig.from_args(args, batch_size=args.batch)
-    result = train_imagine(args.agent, args.out, cfg, train_cfg, data=args.data, resume=args.resume)
+    real = RealEvalConfig(
+        every=args.real_eval_every, episodes=args.real_eval_episodes,
+        max_steps=args.real_eval_max_steps,
+    )  # fmt: skip
+    result = train_imagine(
+        args.agent, args.out, cfg, train_cfg, data=args.data, resume=args.resume, real_eval=real
+    )
     if not args.quiet:
         print(
             f"Imagination-trained agent: {args.out} (kind 'imagine', parent {args.agent}, step "
             f"{result.step}). It is a complete agent world model: load the policy with "
             f"lol_dreamer.policy.load_policy({str(args.out)!r}) or evaluate it in LaneSim with "
-            f"`lol-dreamer eval agent`."
+            f"`lol-dreamer eval agent`. Imagined versus real return: "
+            f"{Path(args.out) / 'imagined_vs_real.png'}."
         )
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from wm_train_fixture import make_dataset
-from worldmodel_fixture import make_world_model
+from worldmodel_fixture import RES, make_world_model
 
 from lol_dreamer.io import atomic_write_json, read_json
 
@@ -24,17 +24,20 @@ def make_agent_folder(
     act_distance: int = 0,
     policy_scale: float = 0.5,
     reward_scale: float = 0.05,
+    res: int = RES,
 ) -> Path:
     """Write a phase-2 agent folder (test presets, MTP L = 2) with a non-trivial policy head.
 
     ``reward_scale`` is the std of the reward head's output weights (larger → rewards that depend
-    more strongly on the imagined state, hence on the actions).
+    more strongly on the imagined state, hence on the actions). ``res`` is the frame side (LaneSim
+    renders at 32 px or more, so a policy that plays the real game needs ``res >= 32``).
     """
     from lol_dreamer.checkpoint import load_model, save_weights
 
     out = make_world_model(
-        out, heads=True, n_starts=6, start_frames=4, context=8, seed=seed, reward_scale=reward_scale
-    )
+        out, heads=True, n_starts=6, start_frames=4, context=8, seed=seed,
+        reward_scale=reward_scale, res=res,
+    )  # fmt: skip
     model = load_model(out)
     g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "rollout of --horizon steps per dataset context through the batched dream env and a "
             "TorchRL collector, and train the policy head (initialised from phase 2) and a new value "
             "head with PMPO, TD(λ) returns and a reverse KL to the frozen phase-2 policy. The output "
-            "folder is a complete agent world model (config kind 'imagine', parent = --agent)."
+            "folder is a complete agent world model (config kind 'imagine', parent = --agent); "
+            "it also holds imagined_vs_real.png, the imagined return per step beside the live "
+            "policy's return in the real game (--real-eval-every)."
         ),
     )
     a = p.add_argument
@@ -67,6 +69,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="denoising steps per imagined frame (default: the world model's)",
+    )
+    a(
+        "--real-eval-every",
+        type=int,
+        default=None,
+        help="every N optimiser steps (and before the first and after the last) the live policy "
+        "plays LoLLane-v0; logs real/return, real/return_ci95 and real/episodes beside "
+        "imagined_return (default: steps // 4, or never when the world model's frames are "
+        "under LaneSim's 32 px; 0 = never)",
+    )
+    a(
+        "--real-eval-episodes",
+        type=int,
+        default=2,
+        help="real episodes per evaluation, env seeds 0, 1000, 2000, … at every evaluation "
+        "(default %(default)s)",
+    )
+    a(
+        "--real-eval-max-steps",
+        type=int,
+        default=300,
+        help="steps per real episode before truncation (default %(default)s)",
     )
     add_loop_args(p, steps=1000, lr=1e-4, save_every=100, weight_decay=0.0, ema=False)
     p.set_defaults(func=lazy("lol_dreamer.agents.imagine:run"))
