@@ -83,8 +83,11 @@ def probe_context(
         out["held_out_std"][n], out["train_std"][n] = hs, ts
         ok = math.isfinite(float(r2[j])) and hs > 0
         out["rmse"][n] = hs * math.sqrt(max(0.0, 1.0 - float(r2[j]))) if ok else None
-        floor = 1.0 - float(((held_y[:, j] - train_y[:, j].mean()) ** 2).mean()) / hs**2
-        out["train_mean_r2"][n] = floor if hs > 0 else None
+        if hs > 0:
+            mse = float(((held_y[:, j] - train_y[:, j].mean()) ** 2).mean())
+            out["train_mean_r2"][n] = 1.0 - mse / hs**2
+        else:  # a constant held-out field: R² is undefined
+            out["train_mean_r2"][n] = None
     return out
 
 
