@@ -12,9 +12,16 @@ the same numbers as the clip path.
 
 Positions: axial RoPE over (time, row, column). A head's rotation pairs are split between the three
 axes (time gets the remainder); patch tokens sit at their patch's grid cell and latent tokens are
-spread evenly over the same grid, so each latent starts with a spatial locality prior. Time is the
-absolute frame index; only differences matter, and angles are reduced mod 2π in float64, so a stream
-of any length matches the clip result.
+spread evenly over the same grid. Time is the absolute frame index; only differences matter, and
+angles are reduced mod 2π in float64, so a stream of any length matches the clip result.
+
+RoPE alone gives no locality at initialisation (queries and keys are unrelated projections), so every
+latent would start out reading a near-uniform average of its frame and every patch query a
+near-uniform average of the latents; training then stalls at the dataset's mean frame. With
+``spatial_bias`` (default) each head adds a learned ``-a_h · |pos_k - pos_q - Δ_h|²`` to its logits,
+the offsets ``Δ_h`` tiling one latent cell, so at init a latent's heads pass on its cell's patches
+side by side and a patch query reads its own latents (see :meth:`TransformerTokenizer._locality_init`).
+The bias depends on grid positions only, never on time, so the masks and streaming are unchanged.
 
 MAE (training): each image draws a drop probability ``p ~ U(0, mae_max_ratio)`` and replaces each
 patch, with probability ``p``, by a learned mask embedding.
