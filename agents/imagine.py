@@ -137,7 +137,8 @@ class ImagineTrainer(Trainer):
     plays the real game before the first step (a ``{"step": 0, "real/…"}`` row: the prior) and
     after every ``every``-th and the last step (``real/…`` keys in that step's row). It runs through
     :meth:`Trainer.evaluate`: on rank 0, with the published (EMA when on) weights, in eval mode,
-    from forked RNGs, so training and exact resume are unaffected.
+    from forked RNGs, so training and exact resume are unaffected. The ``perf/steps_per_s`` of a
+    row with ``real/…`` keys includes the evaluation's time.
     """
 
     def __init__(
