@@ -264,6 +264,12 @@ def _pmpo(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
         if key.startswith(("loss", "metric/")) and vals:
             tail = vals[-max(1, len(vals) // 5) :]
             out[f"{key} (last 20%)"] = sum(tail) / len(tail)
+    real = [r for r in rows if "real/return" in r]  # the live policy in LaneSim during training
+    if real:
+        out["real_return_curve"] = [
+            {"step": r["step"], "return": r["real/return"], "ci95": r.get("real/return_ci95")}
+            for r in real
+        ]
     return out
 
 

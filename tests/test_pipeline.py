@@ -65,6 +65,8 @@ def test_pipeline_json_records_settings_timings_and_spec_metrics(run):
         "gold",
         "level",
     }
+    curve = m["pmpo"]["real_return_curve"]  # the live policy in LaneSim: prior first, then training
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == QUICK["steps_imagine"]
     wm = m["eval-world-model"]
     assert set(wm["psnr"]) == {"1", "4", "16"} and set(wm["psnr_copy_last"]) == set(wm["psnr"])
     assert "coherent_horizon" in wm and "reward_mae" in wm and wm["dream_fps"] > 0
