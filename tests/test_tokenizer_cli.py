@@ -234,3 +234,23 @@ def test_probe_context_explains_a_negative_r2():
     assert ctx["train_std"]["level"] == pytest.approx(2.0)
     assert ctx["rmse"]["level"] == pytest.approx(float(np.sqrt(((pred - held_y) ** 2).mean())))
     assert ctx["train_mean_r2"]["level"] == pytest.approx(1 - 2.5 / 0.25)  # mean 4 vs 5,5,6,6
+
+
+def test_mae_ratio_flag_reaches_the_saved_config(tmp_path, dataset, capsys):
+    common = ["--data", str(dataset), "--preset", "test", "--batch-size", "2", "--seq-len", "2",
+              "--lpips-weight", "0", "--eval-every", "0", "--save-every", "2", "--steps", "2",
+              "--held-out", "0.25", "--device", "cpu"]  # fmt: skip
+    assert (
+        main(["train", "tokenizer", "--out", str(tmp_path / "a"), *common, "--mae-max-ratio", "0"])
+        == 0
+    )
+    assert checkpoint.load_run_config(tmp_path / "a")["model"]["mae_max_ratio"] == 0.0
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "b"), *common]) == 0
+    assert checkpoint.load_run_config(tmp_path / "b")["model"]["mae_max_ratio"] == 0.9
+    assert (
+        main(
+            ["train", "tokenizer", "--out", str(tmp_path / "c"), *common, "--mae-max-ratio", "1.5"]
+        )
+        != 0
+    )
+    assert "mae_max_ratio must be in [0, 1)" in capsys.readouterr().err

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seq-len", type=int, default=4, help="frames per clip (default %(default)s)")
     p.add_argument(
+        "--mae-max-ratio",
+        type=float,
+        default=None,
+        help="MAE patch dropout: the drop probability is drawn from U(0, R) per image; 0 turns MAE "
+        "off (default: the preset's, 0.9; transformer only)",
+    )
+    p.add_argument(
         "--lpips-weight",
         type=float,
         default=0.2,

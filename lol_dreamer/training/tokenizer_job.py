@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         model_cfg = load_run_config(out)["model"]
     else:
         model_cfg = TokenizerConfig.preset(args.preset, res=res, arch=args.arch).to_dict()
+        if getattr(args, "mae_max_ratio", None) is not None:
+            model_cfg = TokenizerConfig.from_dict(
+                {**model_cfg, "mae_max_ratio": args.mae_max_ratio}
+            ).to_dict()  # validated: a ratio outside [0, 1) is a clear error
     if model_cfg["res"] != res:
         raise ValueError(
             f"the data is {res}px but the tokenizer in {out} is {model_cfg['res']}px; use a new --out"
