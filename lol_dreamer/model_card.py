@@ -7,6 +7,7 @@ that reproduces it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,21 @@ def _hms(seconds: float | None) -> str:
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}"
+
+
+def _adopted_tokenizer(record: dict[str, Any]) -> dict[str, Any]:
+    """Steps, batch size and architecture of a tokenizer the pipeline adopted (``--tokenizer``)."""
+    path = Path((record.get("folders") or {}).get("tokenizer", "")) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    train = cfg.get("train") or {}
+    return {
+        "steps": train.get("steps"),
+        "batch_size": train.get("batch_size"),
+        "arch": (cfg.get("model") or {}).get("arch", "transformer"),
+    }
 
 
 def model_card(
@@ -114,7 +130,13 @@ def model_card(
         ev = {k: v for k, v in (r.get("metrics") or {}).items()
               if isinstance(v, float) and k not in ("final_loss", "steps_per_s")}  # fmt: skip
         held = ", ".join(f"{k} {_f(v, 4)}" for k, v in list(ev.items())[:4]) or "n/a"
-        lines.append(f"| {name} | {steps} | {batch} | {_hms(r.get('seconds'))} | {held} |")
+        label, wall = name, _hms(r.get("seconds"))
+        if name == "tokenizer" and (r.get("metrics") or {}).get("adopted"):
+            # adopted with --tokenizer: its own run folder says how it was trained
+            tok = _adopted_tokenizer(record)
+            steps, batch = tok.get("steps", "?"), tok.get("batch_size", "?")
+            label, wall = f"tokenizer ({tok.get('arch', '?')}, adopted)", "trained separately"
+        lines.append(f"| {label} | {steps} | {batch} | {wall} | {held} |")
     lines += [
         "",
         f"Total stage time {_hms(record.get('total_seconds'))}. Hardware: {hw.get('platform')}, "

@@ -169,6 +169,11 @@ def test_tokenizer_flag_adopts_a_trained_tokenizer(tmp_path, run):
     assert rec["stages"]["tokenizer"]["metrics"]["adopted"] is True
     meta = json.loads(next((data / "episodes").glob("*/meta.json")).read_text())
     assert str(tok.resolve()) in json.dumps(meta)  # the latents come from the adopted tokenizer
+    from lol_dreamer.model_card import _adopted_tokenizer
+
+    trained = json.loads((tok / "config.json").read_text())  # the model card reports its own run
+    card_row = _adopted_tokenizer(rec)
+    assert card_row["steps"] == trained["train"]["steps"] and card_row["arch"] == "transformer"
     with pytest.raises(StageFailed, match="not a tokenizer run"):
         run_pipeline(
             quick_config(tmp_path / "R2", data=str(data), tokenizer=str(run.out / "world_model")),
