@@ -13,7 +13,6 @@ previous frame. A model that reads its context beats "no context" at low τ and 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -45,6 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from lol_dreamer.data import open_dataset
+    from lol_dreamer.io import atomic_write_json
     from lol_dreamer.models.dynamics import shift_actions
     from lol_dreamer.world_model import load_world_model
 
@@ -96,8 +96,7 @@ def main() -> None:
             f"| {r['tau']:.3f} | {r['mse_with_context']:.4f} | {r['mse_without_context']:.4f} | {r['mse_copy_last']:.4f} |"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"world_model": args.world_model, "rows": rows}, f, indent=1)
+        atomic_write_json(args.json, {"world_model": args.world_model, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ that reproduces it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from lol_dreamer.io import read_json
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -38,7 +39,7 @@ def _adopted_tokenizer(record: dict[str, Any]) -> dict[str, Any]:
     """Steps, batch size and architecture of a tokenizer the pipeline adopted (``--tokenizer``)."""
     path = Path((record.get("folders") or {}).get("tokenizer", "")) / "config.json"
     try:
-        cfg = json.loads(path.read_text())
+        cfg = read_json(path)
     except (OSError, ValueError):
         return {}
     train = cfg.get("train") or {}

@@ -113,16 +113,20 @@ def _n_params(run_dir: Path) -> int | None:
     return json.loads(cfg_path.read_text()).get("n_params")
 
 
+def _lr_flag(lr: float | None) -> list[Any]:
+    """``--lr`` only when a rate is set, so the trainer's own default applies otherwise."""
+    return [] if lr is None else ["--lr", lr]
+
+
 def _loop_flags(s: dict[str, Any], steps: int, seed: int, lr: float | None = None) -> list[Any]:
     """Flags of the shared loop; checkpoint/eval intervals and the device come from the settings
     (they do not change the trained weights, so they are not part of a stage's arguments).
-    ``lr`` (a stage argument) is passed only when set, so the trainer's default applies otherwise."""
+    ``lr`` is a stage argument (see :func:`_lr_flag`)."""
     eval_every = 0 if s["quick"] else max(1, steps // 5)
-    flags: list[Any] = [
+    return [
         "--steps", steps, "--save-every", s["save_every"], "--eval-every", eval_every,
-        "--seed", seed, "--device", s["device"], "--resume",
+        "--seed", seed, "--device", s["device"], "--resume", *_lr_flag(lr),
     ]  # fmt: skip
-    return flags + (["--lr", lr] if lr is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +259,8 @@ def _pmpo(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
         "train", "imagine", "--agent", p.bc, "--data", p.data, "--out", p.pmpo,
         "--steps", a["steps_imagine"], "--batch", a["batch_imagine"], "--horizon", a["horizon"],
         "--save-every", s["save_every"], "--seed", a["seed"], "--device", s["device"], "--resume",
-    ] + (["--lr", a["lr_imagine"]] if a["lr_imagine"] is not None else []))  # fmt: skip
+        *_lr_flag(a["lr_imagine"]),
+    ])  # fmt: skip
     out = last_eval(p.pmpo)
     path = p.pmpo / "metrics.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

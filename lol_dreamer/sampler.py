@@ -356,7 +356,7 @@ class Sampler:
             # Euler step in τ along the x-prediction velocity (ẑ1 − x)/(1 − τ).
             x = x + (z1 - x) * (d / (1.0 - tau_idx / cfg.k_max))
         ctx = self._renoise(x, generator)
-        state.agent = self._write(state, ctx[:, None], act[:, None], lab[:, None], pos[:, None])
+        state.agent = self._write(state, ctx[:, None], act1, lab1, pos1)
         state.pos = pos + 1
         return self.model.denormalize_latents(x), state.agent
 

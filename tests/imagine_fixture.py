@@ -58,3 +58,18 @@ def make_agent_dataset(
 ) -> Path:
     """Episodes tokenized with ``agent``'s tokenizer copy (so phase 3 accepts them as contexts)."""
     return make_dataset(root, Path(agent) / "tokenizer", n_episodes=n_episodes, length=length)
+
+
+def interrupt_imagine_at(monkeypatch, step: int):
+    """Make phase-3 training raise KeyboardInterrupt at optimiser ``step``; returns the undo."""
+    from lol_dreamer.agents.imagine import ImagineObjective
+
+    original = ImagineObjective.__call__
+
+    def crash(self, model, batch, s):
+        if s == step:
+            raise KeyboardInterrupt
+        return original(self, model, batch, s)
+
+    monkeypatch.setattr(ImagineObjective, "__call__", crash)
+    return lambda: monkeypatch.setattr(ImagineObjective, "__call__", original)

@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
-from imagine_fixture import make_agent_dataset, make_agent_folder
+from imagine_fixture import interrupt_imagine_at, make_agent_dataset, make_agent_folder
 from torchrl.envs.utils import check_env_specs
 
 from lol_dreamer.agents.imagine import (
     ImagineConfig,
-    ImagineObjective,
     ImagineTrainer,
     build_imagination,
 )
@@ -197,16 +196,9 @@ def test_cli_writes_a_loadable_run_folder_and_resume_reproduces(setup, monkeypat
     policy = load_policy(full, world_model=False)
     assert policy(torch.randn(2, policy.dim)).shape == (2, 9)
 
-    original = ImagineObjective.__call__
-
-    def crash_at_step_2(self, model, batch, step):
-        if step == 2:
-            raise KeyboardInterrupt
-        return original(self, model, batch, step)
-
-    monkeypatch.setattr(ImagineObjective, "__call__", crash_at_step_2)
+    undo = interrupt_imagine_at(monkeypatch, 2)
     assert main(_argv(agent, data, part)) == 130  # interrupted after the step-2 checkpoint
-    monkeypatch.setattr(ImagineObjective, "__call__", original)
+    undo()
     assert main(_argv(agent, data, part)) == 1  # an existing run needs --resume
     assert main(_argv(agent, data, part, "--resume")) == 0
     assert _rows(part) == [

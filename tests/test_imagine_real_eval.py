@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from imagine_fixture import make_agent_folder
+from imagine_fixture import interrupt_imagine_at, make_agent_folder
 
 from lol_dreamer.agents.imagine import (
     ImagineConfig,
-    ImagineObjective,
     ImagineTrainer,
     build_imagination,
 )
@@ -114,16 +113,9 @@ def test_real_return_rows_prior_at_step_0_published_weights_and_plot(setup, full
 def test_resume_with_real_evaluation_reproduces_the_run(setup, full_run, monkeypatch):
     root, agent, _ = setup
     part = root / "pmpo_part"
-    original = ImagineObjective.__call__
-
-    def crash_at_step_2(self, model, batch, step):
-        if step == 2:
-            raise KeyboardInterrupt
-        return original(self, model, batch, step)
-
-    monkeypatch.setattr(ImagineObjective, "__call__", crash_at_step_2)
+    undo = interrupt_imagine_at(monkeypatch, 2)
     assert main(_argv(agent, part)) == 130  # interrupted after the step-2 checkpoint
-    monkeypatch.setattr(ImagineObjective, "__call__", original)
+    undo()
     assert main(_argv(agent, part, "--resume")) == 0
     full, resumed = _rows(full_run), _rows(part)
     assert [r["step"] for r in resumed] == [0, 1, 2, 3, 4]

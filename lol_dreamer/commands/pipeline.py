@@ -77,14 +77,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=f"optimiser steps of the {what} trainer{_d('steps_' + what)}",
         )
     for what in ("tokenizer", "dynamics", "agent", "imagine"):
+        own = "the trainer's own"
+        recipe = FULL.get("lr_" + what)
+        default = own if recipe is None else f"{recipe}; {own} with --quick"
         a(
             f"--lr-{what}",
             type=float,
             default=None,
-            help=f"peak learning rate of the {what} trainer (default "
-            + (f"{FULL['lr_' + what]}; " if "lr_" + what in FULL else "")
-            + "the trainer's own"
-            + (" with --quick)" if "lr_" + what in FULL else ")"),
+            help=f"peak learning rate of the {what} trainer (default {default})",
         )
     a(
         "--arch-tokenizer",
