@@ -83,9 +83,17 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
-    """Leave the process group, if one was joined."""
+def cleanup(sync: bool = True) -> None:
+    """Leave the process group, if one was joined.
+
+    With ``sync`` (a normal finish) the ranks first meet at a barrier: destroying the group while a
+    peer still has a collective in flight can abort that peer's gloo threads ("terminate called
+    without an active exception"). After an error pass ``sync=False``, so the failing rank leaves
+    at once and its peers' pending collectives fail fast instead of waiting at the barrier.
+    """
     if dist.is_available() and dist.is_initialized():
+        if sync and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -173,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
             model, TokenizerObjective(loss), sampler, cfg, out,
             eval_fn=reconstruction_eval(eval_batches), run_config=run_config, resume=args.resume,
         )  # fmt: skip
-    finally:
-        cleanup()
+    except BaseException:
+        cleanup(sync=False)
+        raise
+    cleanup()
     if dist.is_main:
         print(
             f"Next: `lol-dreamer tokenize --tokenizer {out} --data {args.data}` and `lol-dreamer eval tokenizer --tokenizer {out} --data {args.data}`."
