@@ -35,19 +35,35 @@ def _hms(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def _adopted_tokenizer(record: dict[str, Any]) -> dict[str, Any]:
-    """Steps, batch size and architecture of a tokenizer the pipeline adopted (``--tokenizer``)."""
-    path = Path((record.get("folders") or {}).get("tokenizer", "")) / "config.json"
+def _adopted_run(record: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Steps, batch size and architecture of a run the pipeline adopted (``--tokenizer`` or
+    ``--world-model``; ``folder`` is ``"tokenizer"`` or ``"world_model"``), from its own config."""
+    path = Path((record.get("folders") or {}).get(folder, "")) / "config.json"
     try:
         cfg = read_json(path)
     except (OSError, ValueError):
         return {}
     train = cfg.get("train") or {}
+    how = [f"lr {train['lr']:g}"] if train.get("lr") is not None else []
+    if train.get("ema_decay"):
+        how.append(f"EMA {train['ema_decay']:g}")
+    amp = {"bf16": "bf16 autocast", "off": "fp32"}.get(str(train.get("amp")))
+    if amp:
+        how.append(amp)
+    flow = (cfg.get("objective") or {}).get("flow_frac")
+    if flow is not None:
+        how.append(f"flow fraction {flow:g}")
     return {
         "steps": train.get("steps"),
         "batch_size": train.get("batch_size"),
         "arch": (cfg.get("model") or {}).get("arch", "transformer"),
+        "how": ", ".join(how),
     }
+
+
+def _adopted_tokenizer(record: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_adopted_run` of the tokenizer."""
+    return _adopted_run(record, "tokenizer")
 
 
 def model_card(
@@ -137,6 +153,11 @@ def model_card(
             tok = _adopted_tokenizer(record)
             steps, batch = tok.get("steps", "?"), tok.get("batch_size", "?")
             label, wall = f"tokenizer ({tok.get('arch', '?')}, adopted)", "trained separately"
+        if name == "dynamics" and (r.get("metrics") or {}).get("adopted"):
+            dyn = _adopted_run(record, "world_model")
+            steps, batch = dyn.get("steps", "?"), dyn.get("batch_size", "?")
+            how = f"; {dyn['how']}" if dyn.get("how") else ""
+            label, wall = f"dynamics (adopted{how})", "trained separately"
         lines.append(f"| {label} | {steps} | {batch} | {wall} | {held} |")
     lines += [
         "",

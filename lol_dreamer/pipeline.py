@@ -151,7 +151,13 @@ def run_pipeline(
     external = cfg.data is not None
     paths = Paths(out=out, data=Path(cfg.data).resolve() if external else out / "data",
                   external_data=external,
-                  external_tokenizer=Path(cfg.tokenizer).resolve() if cfg.tokenizer else None)  # fmt: skip
+                  external_tokenizer=Path(cfg.tokenizer).resolve() if cfg.tokenizer else None,
+                  external_world_model=Path(cfg.world_model).resolve() if cfg.world_model else None)  # fmt: skip
+    if cfg.world_model and not cfg.tokenizer:
+        raise ValueError(
+            "--world-model needs --tokenizer: the tokenizer whose latents the world model was "
+            "trained on (the pipeline would otherwise train a new one)"
+        )
     chosen = select_stages(stages, until)
     say = (lambda *a: None) if quiet else print
     out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,13 @@ FULL: dict[str, Any] = {
     # context").
     "flow_frac": 0.5,
     "lr_dynamics": 1e-3,
+    # An EMA of the dynamics weights gives cleaner samples than the last iterate at lr 1e-3.
+    "ema_dynamics": 0.999,
+    # Phase 2 fine-tunes the shared transformer; with the video term at weight 1 the BC, reward and
+    # continue terms (summed over the MTP distances) swamp it and the dynamics degrade (held-out flow
+    # loss 0.05 → 0.23 in 120 steps); at 20 it stays at its phase-1b level while BC still learns
+    # (benchmarks/RESULTS.md, "The bundled default model").
+    "video_weight": 20.0,
     "steps_agent": 600,
     "steps_imagine": 160,
     "batch_tokenizer": 8,
@@ -57,6 +64,8 @@ QUICK: dict[str, Any] = {
     "steps_tokenizer": 16,
     "steps_dynamics": 12,
     "flow_frac": 0.5,
+    "ema_dynamics": 0.0,
+    "video_weight": 20.0,
     "steps_agent": 8,
     "steps_imagine": 2,
     "batch_tokenizer": 2,
@@ -83,6 +92,9 @@ class PipelineConfig:
         data: start from this existing dataset instead of collecting (latents are written into it).
         tokenizer: start from this trained tokenizer run instead of training one (it is checked
             and used in place; its weights' hash is recorded).
+        world_model: start from this trained phase-1b run (`train dynamics`) instead of training
+            the dynamics; it must have been trained on latents of the pipeline's tokenizer (its
+            recorded tokenizer hash is checked). Used in place; its weights' hash is recorded.
         quick: the ``test`` presets and tiny step counts (minutes on two CPU cores).
         task: the agent's task (``farm`` | ``fight`` | ``push``).
         preset: model size preset of every component.
@@ -93,6 +105,11 @@ class PipelineConfig:
         lr_*: peak learning rate of each trainer (None = that trainer's own default).
         flow_frac: probability of the flow term per frame in the dynamics trainer (None = step
             sizes uniform, as in DreamerV4; see ``lol-dreamer train dynamics --flow-frac``).
+        ema_dynamics: EMA decay of the dynamics weights (the EMA is what the run publishes);
+            0 = no EMA.
+        video_weight: weight of the shortcut (video) term in phase 2.
+        precision: autocast precision of every trainer (``auto``, ``fp32``, ``bf16``; None = the
+            trainers' default, ``auto``). bf16 on a CPU with native bf16 is ~1.8× faster per step.
         horizon: imagined steps per rollout in phase 3.
         lpips_weight, lpips_weights: the tokenizer's LPIPS term and backbone weights file.
         save_every: checkpoint interval of every trainer (what an interrupted stage resumes from).
@@ -107,6 +124,7 @@ class PipelineConfig:
     out: str
     data: str | None = None
     tokenizer: str | None = None
+    world_model: str | None = None
     quick: bool = False
     task: str = "farm"
     preset: str | None = None
@@ -129,6 +147,9 @@ class PipelineConfig:
     lr_agent: float | None = None
     lr_imagine: float | None = None
     flow_frac: float | None = None
+    ema_dynamics: float | None = None
+    video_weight: float | None = None
+    precision: str | None = None
     horizon: int | None = None
     lpips_weight: float | None = None
     lpips_weights: str | None = None

@@ -30,6 +30,7 @@ class Paths:
     data: Path
     external_data: bool
     external_tokenizer: Path | None = None
+    external_world_model: Path | None = None
 
     @property
     def tokenizer(self) -> Path:
@@ -37,7 +38,7 @@ class Paths:
 
     @property
     def world_model(self) -> Path:
-        return self.out / "world_model"
+        return self.external_world_model or self.out / "world_model"
 
     @property
     def bc(self) -> Path:
@@ -118,14 +119,22 @@ def _lr_flag(lr: float | None) -> list[Any]:
     return [] if lr is None else ["--lr", lr]
 
 
-def _loop_flags(s: dict[str, Any], steps: int, seed: int, lr: float | None = None) -> list[Any]:
+def _precision_flag(precision: str | None) -> list[Any]:
+    """``--precision`` only when one is set, so the trainer's own default (``auto``) applies otherwise."""
+    return [] if precision is None else ["--precision", precision]
+
+
+def _loop_flags(
+    s: dict[str, Any], steps: int, seed: int, lr: float | None = None, precision: str | None = None
+) -> list[Any]:
     """Flags of the shared loop; checkpoint/eval intervals and the device come from the settings
     (they do not change the trained weights, so they are not part of a stage's arguments).
-    ``lr`` is a stage argument (see :func:`_lr_flag`)."""
+    ``lr`` and ``precision`` are stage arguments (see :func:`_lr_flag`)."""
     eval_every = 0 if s["quick"] else max(1, steps // 5)
     return [
         "--steps", steps, "--save-every", s["save_every"], "--eval-every", eval_every,
         "--seed", seed, "--device", s["device"], "--resume", *_lr_flag(lr),
+        *_precision_flag(precision),
     ]  # fmt: skip
 
 
@@ -224,33 +233,76 @@ def _tokenize(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dynamics_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("preset", "steps_dynamics", "batch_dynamics", "lr_dynamics", "flow_frac", "seed")
+    if p.external_world_model is not None:
+        from lol_dreamer.world_model_training import file_sha256
+
+        weights = p.external_world_model / "model.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(
+                f"--world-model {p.external_world_model} holds no model.safetensors; pass a run "
+                "folder written by `lol-dreamer train dynamics`"
+            )
+        return {"world_model": str(p.external_world_model), "sha256": file_sha256(weights)}
+    keys = ("preset", "steps_dynamics", "batch_dynamics", "lr_dynamics", "flow_frac",
+            "ema_dynamics", "precision", "seed")  # fmt: skip
     return {k: s[k] for k in keys}
 
 
+def _adopt_world_model(p: Paths) -> dict[str, Any]:
+    """Check an adopted phase-1b run: a dynamics run, trained on this pipeline's tokenizer, loadable."""
+    from lol_dreamer.checkpoint import load_run_config
+    from lol_dreamer.world_model import load_world_model
+    from lol_dreamer.world_model_training import file_sha256
+
+    cfg = load_run_config(p.world_model)
+    if cfg.get("kind") != "dynamics":
+        raise ValueError(
+            f"--world-model {p.world_model} is a {cfg.get('kind')!r} run, not a phase-1b run from "
+            "`lol-dreamer train dynamics`"
+        )
+    want = file_sha256(p.tokenizer / "model.safetensors")
+    have = cfg.get("tokenizer", {}).get("sha256")
+    if have != want:
+        raise ValueError(
+            f"--world-model {p.world_model} was trained on the latents of another tokenizer "
+            f"({cfg.get('tokenizer', {}).get('path')}, sha256 {str(have)[:12]}…) than this pipeline's "
+            f"{p.tokenizer} (sha256 {want[:12]}…); pass the tokenizer it was trained with as --tokenizer"
+        )
+    load_world_model(p.world_model)
+    return {**last_eval(p.world_model), "adopted": True}
+
+
 def _dynamics(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
+    if p.external_world_model is not None:
+        return _adopt_world_model(p)
     argv = ["train", "dynamics", "--data", p.data, "--tokenizer", p.tokenizer,
             "--out", p.world_model, "--preset", a["preset"], "--batch-size", a["batch_dynamics"]]  # fmt: skip
     if a["flow_frac"] is not None:
         argv += ["--flow-frac", a["flow_frac"]]
-    _cli(argv + _loop_flags(s, a["steps_dynamics"], a["seed"], a["lr_dynamics"]))
+    if a["ema_dynamics"]:
+        argv += ["--ema", "--ema-decay", a["ema_dynamics"]]
+    flags = _loop_flags(s, a["steps_dynamics"], a["seed"], a["lr_dynamics"], a["precision"])
+    _cli(argv + flags)
     return last_eval(p.world_model)
 
 
 def _bc_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("task", "steps_agent", "batch_agent", "lr_agent", "seed")
+    keys = ("task", "steps_agent", "batch_agent", "lr_agent", "video_weight", "precision", "seed")
     return {k: s[k] for k in keys}
 
 
 def _bc(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     argv = ["train", "agent", "--world-model", p.world_model, "--data", p.data, "--out", p.bc,
             "--task", a["task"], "--batch-size", a["batch_agent"]]  # fmt: skip
-    _cli(argv + _loop_flags(s, a["steps_agent"], a["seed"], a["lr_agent"]))
+    if a["video_weight"] is not None:
+        argv += ["--video-weight", a["video_weight"]]
+    flags = _loop_flags(s, a["steps_agent"], a["seed"], a["lr_agent"], a["precision"])
+    _cli(argv + flags)
     return last_eval(p.bc)
 
 
 def _pmpo_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("steps_imagine", "batch_imagine", "lr_imagine", "horizon", "seed")
+    keys = ("steps_imagine", "batch_imagine", "lr_imagine", "horizon", "precision", "seed")
     return {k: s[k] for k in keys}
 
 
@@ -259,7 +311,7 @@ def _pmpo(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
         "train", "imagine", "--agent", p.bc, "--data", p.data, "--out", p.pmpo,
         "--steps", a["steps_imagine"], "--batch", a["batch_imagine"], "--horizon", a["horizon"],
         "--save-every", s["save_every"], "--seed", a["seed"], "--device", s["device"], "--resume",
-        *_lr_flag(a["lr_imagine"]),
+        *_lr_flag(a["lr_imagine"]), *_precision_flag(a["precision"]),
     ])  # fmt: skip
     out = last_eval(p.pmpo)
     path = p.pmpo / "metrics.jsonl"

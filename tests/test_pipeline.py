@@ -245,3 +245,58 @@ def test_learning_rates_architecture_and_flow_fraction_reach_the_trainers(tmp_pa
     ps._dynamics(ps._dynamics_args(s2, p), p, s2)
     assert "--lr" not in calls[0]
     assert calls[0][calls[0].index("--flow-frac") + 1] == "0.5"  # the recipe's (--quick) value
+
+
+def test_ema_video_weight_and_precision_reach_the_trainers(tmp_path, monkeypatch):
+    from lol_dreamer import pipeline_stages as ps
+    from lol_dreamer.pipeline_config import FULL, PipelineConfig
+
+    cfg = PipelineConfig(
+        out=str(tmp_path / "run"), quick=True, ema_dynamics=0.99, video_weight=5.0, precision="bf16"
+    )
+    assert "--video-weight 5.0" in cfg.command() and "--precision bf16" in cfg.command()
+    s = cfg.resolved()
+    calls: list[list[str]] = []
+    monkeypatch.setattr(ps, "_cli", lambda argv: calls.append([str(x) for x in argv]))
+    monkeypatch.setattr(ps, "last_eval", lambda path: {})
+    out = tmp_path / "run"
+    p = ps.Paths(out=out, data=out / "data", external_data=False)
+    ps._dynamics(ps._dynamics_args(s, p), p, s)
+    ps._bc(ps._bc_args(s, p), p, s)
+    dyn, bc = calls
+    assert "--ema" in dyn and dyn[dyn.index("--ema-decay") + 1] == "0.99"
+    assert dyn[dyn.index("--precision") + 1] == "bf16" and bc[bc.index("--precision") + 1] == "bf16"
+    assert bc[bc.index("--video-weight") + 1] == "5.0"
+    # the recipe: EMA on and the heavy video term in phase 2; --quick: no EMA; precision unset
+    assert FULL["ema_dynamics"] > 0 and FULL["video_weight"] == 20.0
+    calls.clear()
+    s2 = PipelineConfig(out=str(out), quick=True).resolved()
+    ps._dynamics(ps._dynamics_args(s2, p), p, s2)
+    assert "--ema" not in calls[0] and "--precision" not in calls[0]
+
+
+def test_world_model_flag_adopts_a_trained_dynamics_run(tmp_path, run):
+    import shutil
+
+    data = tmp_path / "recordings"
+    shutil.copytree(run.out / "data", data)
+    tok, wm = run.out / "tokenizer", run.out / "world_model"
+    out = tmp_path / "R"
+    rec = run_pipeline(
+        quick_config(out, data=str(data), tokenizer=str(tok), world_model=str(wm)),
+        until="dynamics",
+        quiet=True,
+    )
+    assert not (out / "world_model").exists()  # nothing trained
+    args = rec["stages"]["dynamics"]["args"]
+    assert args["world_model"] == str(wm.resolve()) and len(args["sha256"]) == 64
+    assert rec["stages"]["dynamics"]["metrics"]["adopted"] is True
+    assert rec["folders"]["world_model"] == str(wm.resolve())
+    with pytest.raises(ValueError, match="needs --tokenizer"):
+        run_pipeline(quick_config(tmp_path / "R2", world_model=str(wm)), quiet=True)
+    with pytest.raises(StageFailed, match="not a phase-1b run"):
+        run_pipeline(
+            quick_config(tmp_path / "R3", data=str(data), tokenizer=str(tok), world_model=str(tok)),
+            until="dynamics",
+            quiet=True,
+        )
