@@ -61,6 +61,24 @@ def _adopted_run(record: dict[str, Any], folder: str) -> dict[str, Any]:
     }
 
 
+def _adopted_note(record: dict[str, Any]) -> list[str]:
+    """A paragraph naming the runs the pipeline adopted instead of training (none: no lines)."""
+    flags = {"tokenizer": "--tokenizer", "dynamics": "--world-model"}
+    adopted = [
+        f"`{flag} {(record['stages'][name].get('args') or {}).get('world_model' if name == 'dynamics' else 'tokenizer', '?')}`"
+        for name, flag in flags.items()
+        if ((record.get("stages") or {}).get(name, {}).get("metrics") or {}).get("adopted")
+    ]
+    if not adopted:
+        return []
+    return [
+        f"The pipeline adopted runs trained on their own ({', '.join(adopted)}): each run folder's "
+        "`config.json` holds the settings it was trained with (its `train` section), and the "
+        "training table below gives their steps.",
+        "",
+    ]
+
+
 def _adopted_tokenizer(record: dict[str, Any]) -> dict[str, Any]:
     """:func:`_adopted_run` of the tokenizer."""
     return _adopted_run(record, "tokenizer")
@@ -105,6 +123,7 @@ def model_card(
         f"{record['command']} --export-default",
         "```",
         "",
+        *_adopted_note(record),
         "## Model",
         "",
         f"- presets: `{s['preset']}` (tokenizer, dynamics); {res}×{res} px frames, "

@@ -292,6 +292,12 @@ def test_world_model_flag_adopts_a_trained_dynamics_run(tmp_path, run):
     assert args["world_model"] == str(wm.resolve()) and len(args["sha256"]) == 64
     assert rec["stages"]["dynamics"]["metrics"]["adopted"] is True
     assert rec["folders"]["world_model"] == str(wm.resolve())
+    from lol_dreamer.model_card import _adopted_note, _adopted_run
+
+    note = " ".join(_adopted_note(rec))  # the model card names both adopted runs
+    assert f"--world-model {wm.resolve()}" in note and f"--tokenizer {tok.resolve()}" in note
+    trained = json.loads((wm / "config.json").read_text())
+    assert _adopted_run(rec, "world_model")["steps"] == trained["train"]["steps"]
     with pytest.raises(ValueError, match="needs --tokenizer"):
         run_pipeline(quick_config(tmp_path / "R2", world_model=str(wm)), quiet=True)
     with pytest.raises(StageFailed, match="not a phase-1b run"):
