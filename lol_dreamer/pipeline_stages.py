@@ -184,17 +184,22 @@ def _collect(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _adopted_args(folder: Path, key: str, flag: str, command: str) -> dict[str, Any]:
+    """Stage arguments of a run adopted with ``flag``: its path and its weights' hash."""
+    from lol_dreamer.world_model_training import file_sha256
+
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"{flag} {folder} holds no model.safetensors; pass a run folder written by "
+            f"`lol-dreamer {command}`"
+        )
+    return {key: str(folder), "sha256": file_sha256(weights)}
+
+
 def _tokenizer_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
     if p.external_tokenizer is not None:
-        from lol_dreamer.world_model_training import file_sha256
-
-        weights = p.external_tokenizer / "model.safetensors"
-        if not weights.exists():
-            raise FileNotFoundError(
-                f"--tokenizer {p.external_tokenizer} holds no model.safetensors; pass a run folder "
-                "written by `lol-dreamer train tokenizer`"
-            )
-        return {"tokenizer": str(p.external_tokenizer), "sha256": file_sha256(weights)}
+        return _adopted_args(p.external_tokenizer, "tokenizer", "--tokenizer", "train tokenizer")
     return {
         "preset": s["preset"],
         "arch": s["arch_tokenizer"],
@@ -234,15 +239,9 @@ def _tokenize(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
 
 def _dynamics_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
     if p.external_world_model is not None:
-        from lol_dreamer.world_model_training import file_sha256
-
-        weights = p.external_world_model / "model.safetensors"
-        if not weights.exists():
-            raise FileNotFoundError(
-                f"--world-model {p.external_world_model} holds no model.safetensors; pass a run "
-                "folder written by `lol-dreamer train dynamics`"
-            )
-        return {"world_model": str(p.external_world_model), "sha256": file_sha256(weights)}
+        return _adopted_args(
+            p.external_world_model, "world_model", "--world-model", "train dynamics"
+        )
     keys = ("preset", "steps_dynamics", "batch_dynamics", "lr_dynamics", "flow_frac",
             "ema_dynamics", "precision", "seed")  # fmt: skip
     return {k: s[k] for k in keys}
