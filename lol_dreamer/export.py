@@ -133,6 +133,10 @@ def export_default(
                     "tokenizer/config.json"):  # fmt: skip
             shutil.copyfile(src / rel, tmp / rel)
         cfg = _relative_config(read_json(src / "config.json"))
+        held = _held_out_episodes(run, src)
+        if held and isinstance(cfg.get("data"), dict):
+            # so `eval world-model` on the bundled model picks the episodes the model never saw
+            cfg["data"] = {**cfg["data"], "held_out_episodes": held}
         atomic_write_json(tmp / "config.json", cfg)
         card_reserve = 64 * 1024
         clips = _trim_clips(src / "clips.safetensors", tmp / "clips.safetensors",
@@ -166,6 +170,17 @@ def export_default(
         "lol_dreamer/assets/default."
     )
     return dest
+
+
+def _held_out_episodes(run: Path, src: Path) -> list[str]:
+    """The episodes held out from training: from the exported run's config, else its phase-2 parent."""
+    for folder in (src, run / "bc"):
+        path = folder / "config.json"
+        if path.exists():
+            held = (read_json(path).get("data") or {}).get("held_out_episodes")
+            if held:
+                return list(held)
+    return []
 
 
 def _n_starts(folder: Path) -> int:

@@ -97,3 +97,18 @@ def test_pipeline_command_exports_after_its_stages(run, tmp_path, capsys):
     )
     assert (dest / "MODEL_CARD.md").exists() and (dest / "tokenizer" / "model.safetensors").exists()
     assert f"Exported {run.out / 'pmpo'} as a default model: {dest}" in capsys.readouterr().out
+
+
+def test_exported_model_is_evaluated_on_the_episodes_held_out_from_training(exported, run):
+    """The card's world-model numbers come from held-out episodes; `eval world-model` on the
+    exported folder must pick the same ones (its config keeps only the dataset's folder name)."""
+    from lol_dreamer.data import open_dataset
+    from lol_dreamer.evaluation.world_model_eval import held_out_episodes
+    from lol_dreamer.world_model import load_world_model
+
+    cfg = json.loads((exported / "config.json").read_text())
+    bc = json.loads((run.out / "bc" / "config.json").read_text())
+    held = cfg["data"]["held_out_episodes"]
+    assert held and held == bc["data"]["held_out_episodes"]
+    sub, note = held_out_episodes(load_world_model(exported), open_dataset(run.out / "data"))
+    assert sorted(sub.names) == sorted(held) and "held out" in note

@@ -102,7 +102,10 @@ def held_out_episodes(wm: Any, dataset: Any) -> tuple[Any, str]:
     dataset is taken as unseen as a whole.
     """
     data = wm.config.get("data") or {}
-    if data.get("path") != str(Path(dataset.root).resolve()):
+    root = Path(dataset.root).resolve()
+    # An exported (bundled) model keeps only its dataset's folder name, not the machine's path.
+    exported = wm.config.get("exported_default") and data.get("path") == root.name
+    if data.get("path") != str(root) and not exported:
         return dataset, f"all {len(dataset)} episodes of {dataset.root}"
     held = set(data.get("held_out_episodes") or [])
     idx = [i for i, n in enumerate(dataset.names) if n in held]
