@@ -133,7 +133,7 @@ def export_default(
                     "tokenizer/config.json"):  # fmt: skip
             shutil.copyfile(src / rel, tmp / rel)
         cfg = _relative_config(read_json(src / "config.json"))
-        held = _held_out_episodes(run, src)
+        held = (cfg.get("data") or {}).get("held_out_episodes") or _held_out_episodes(run / "bc")
         if held and isinstance(cfg.get("data"), dict):
             # so `eval world-model` on the bundled model picks the episodes the model never saw
             cfg["data"] = {**cfg["data"], "held_out_episodes": held}
@@ -172,15 +172,11 @@ def export_default(
     return dest
 
 
-def _held_out_episodes(run: Path, src: Path) -> list[str]:
-    """The episodes held out from training: from the exported run's config, else its phase-2 parent."""
-    for folder in (src, run / "bc"):
-        path = folder / "config.json"
-        if path.exists():
-            held = (read_json(path).get("data") or {}).get("held_out_episodes")
-            if held:
-                return list(held)
-    return []
+def _held_out_episodes(folder: Path) -> list[str]:
+    """The episodes a run (here the exported run's phase-2 parent) held out from training."""
+    path = folder / "config.json"
+    held = (read_json(path).get("data") or {}).get("held_out_episodes") if path.exists() else None
+    return list(held or [])
 
 
 def _n_starts(folder: Path) -> int:

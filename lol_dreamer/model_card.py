@@ -61,13 +61,24 @@ def _adopted_run(record: dict[str, Any], folder: str) -> dict[str, Any]:
     }
 
 
+# Stages the pipeline can adopt instead of training: stage → (its key in pipeline.json's
+# ``folders`` and in the stage's arguments, the flag that adopts it).
+_ADOPTABLE = {
+    "tokenizer": ("tokenizer", "--tokenizer"),
+    "dynamics": ("world_model", "--world-model"),
+}
+
+
+def _is_adopted(record: dict[str, Any], stage: str) -> bool:
+    return bool(((record.get("stages") or {}).get(stage, {}).get("metrics") or {}).get("adopted"))
+
+
 def _adopted_note(record: dict[str, Any]) -> list[str]:
     """A paragraph naming the runs the pipeline adopted instead of training (none: no lines)."""
-    flags = {"tokenizer": "--tokenizer", "dynamics": "--world-model"}
     adopted = [
-        f"`{flag} {(record['stages'][name].get('args') or {}).get('world_model' if name == 'dynamics' else 'tokenizer', '?')}`"
-        for name, flag in flags.items()
-        if ((record.get("stages") or {}).get(name, {}).get("metrics") or {}).get("adopted")
+        f"`{flag} {(record['stages'][stage].get('args') or {}).get(key, '?')}`"
+        for stage, (key, flag) in _ADOPTABLE.items()
+        if _is_adopted(record, stage)
     ]
     if not adopted:
         return []
@@ -77,11 +88,6 @@ def _adopted_note(record: dict[str, Any]) -> list[str]:
         "training table below gives their steps.",
         "",
     ]
-
-
-def _adopted_tokenizer(record: dict[str, Any]) -> dict[str, Any]:
-    """:func:`_adopted_run` of the tokenizer."""
-    return _adopted_run(record, "tokenizer")
 
 
 def model_card(
@@ -167,16 +173,15 @@ def model_card(
               if isinstance(v, float) and k not in ("final_loss", "steps_per_s")}  # fmt: skip
         held = ", ".join(f"{k} {_f(v, 4)}" for k, v in list(ev.items())[:4]) or "n/a"
         label, wall = name, _hms(r.get("seconds"))
-        if name == "tokenizer" and (r.get("metrics") or {}).get("adopted"):
-            # adopted with --tokenizer: its own run folder says how it was trained
-            tok = _adopted_tokenizer(record)
-            steps, batch = tok.get("steps", "?"), tok.get("batch_size", "?")
-            label, wall = f"tokenizer ({tok.get('arch', '?')}, adopted)", "trained separately"
-        if name == "dynamics" and (r.get("metrics") or {}).get("adopted"):
-            dyn = _adopted_run(record, "world_model")
-            steps, batch = dyn.get("steps", "?"), dyn.get("batch_size", "?")
-            how = f"; {dyn['how']}" if dyn.get("how") else ""
-            label, wall = f"dynamics (adopted{how})", "trained separately"
+        if name in _ADOPTABLE and _is_adopted(record, name):
+            # adopted with --tokenizer / --world-model: its own run folder says how it was trained
+            own = _adopted_run(record, _ADOPTABLE[name][0])
+            steps, batch = own.get("steps", "?"), own.get("batch_size", "?")
+            if name == "tokenizer":
+                detail = f"{own.get('arch', '?')}, adopted"
+            else:
+                detail = "adopted" + (f"; {own['how']}" if own.get("how") else "")
+            label, wall = f"{name} ({detail})", "trained separately"
         lines.append(f"| {label} | {steps} | {batch} | {wall} | {held} |")
     lines += [
         "",

@@ -169,10 +169,10 @@ def test_tokenizer_flag_adopts_a_trained_tokenizer(tmp_path, run):
     assert rec["stages"]["tokenizer"]["metrics"]["adopted"] is True
     meta = json.loads(next((data / "episodes").glob("*/meta.json")).read_text())
     assert str(tok.resolve()) in json.dumps(meta)  # the latents come from the adopted tokenizer
-    from lol_dreamer.model_card import _adopted_tokenizer
+    from lol_dreamer.model_card import _adopted_run
 
     trained = json.loads((tok / "config.json").read_text())  # the model card reports its own run
-    card_row = _adopted_tokenizer(rec)
+    card_row = _adopted_run(rec, "tokenizer")
     assert card_row["steps"] == trained["train"]["steps"] and card_row["arch"] == "transformer"
     with pytest.raises(StageFailed, match="not a tokenizer run"):
         run_pipeline(
