@@ -182,6 +182,9 @@ def model_card(
             else:
                 detail = "adopted" + (f"; {own['how']}" if own.get("how") else "")
             label, wall = f"{name} ({detail})", "trained separately"
+        elif name == "bc" and s.get("trunk_lr_scale") not in (None, 1.0):
+            scale = s["trunk_lr_scale"]
+            label = f"bc ({'transformer frozen' if scale == 0 else f'transformer lr × {scale}'})"
         lines.append(f"| {label} | {steps} | {batch} | {wall} | {held} |")
     lines += [
         "",

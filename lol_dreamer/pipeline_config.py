@@ -38,6 +38,11 @@ FULL: dict[str, Any] = {
     # loss 0.05 → 0.23 in 120 steps); at 20 it stays at its phase-1b level while BC still learns
     # (benchmarks/RESULTS.md, "The bundled default model").
     "video_weight": 20.0,
+    # Phase 2 without an EMA moved the published EMA weights enough to cost the dream ~1 dB and
+    # 10 coherent frames at a flat held-out loss; with the transformer frozen the dream is exactly
+    # the phase-1b model's and only the agent tokens, task embedding and heads learn
+    # (benchmarks/RESULTS.md, "Phase 2 with a frozen transformer").
+    "trunk_lr_scale": 0.0,
     "steps_agent": 600,
     "steps_imagine": 160,
     "batch_tokenizer": 8,
@@ -66,6 +71,7 @@ QUICK: dict[str, Any] = {
     "flow_frac": 0.5,
     "ema_dynamics": 0.0,
     "video_weight": 20.0,
+    "trunk_lr_scale": 0.0,
     "steps_agent": 8,
     "steps_imagine": 2,
     "batch_tokenizer": 2,
@@ -108,6 +114,8 @@ class PipelineConfig:
         ema_dynamics: EMA decay of the dynamics weights (the EMA is what the run publishes);
             0 = no EMA.
         video_weight: weight of the shortcut (video) term in phase 2.
+        trunk_lr_scale: phase-2 learning-rate multiplier of the pre-trained transformer (0 =
+            frozen: the dream stays the phase-1b model's; 1 = fine-tune everything).
         precision: autocast precision of every trainer (``auto``, ``fp32``, ``bf16``; None = the
             trainers' default, ``auto``). bf16 on a CPU with native bf16 is ~1.8× faster per step.
         horizon: imagined steps per rollout in phase 3.
@@ -149,6 +157,7 @@ class PipelineConfig:
     flow_frac: float | None = None
     ema_dynamics: float | None = None
     video_weight: float | None = None
+    trunk_lr_scale: float | None = None
     precision: str | None = None
     horizon: int | None = None
     lpips_weight: float | None = None

@@ -286,7 +286,8 @@ def _dynamics(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bc_args(s: dict[str, Any], p: Paths) -> dict[str, Any]:
-    keys = ("task", "steps_agent", "batch_agent", "lr_agent", "video_weight", "precision", "seed")
+    keys = ("task", "steps_agent", "batch_agent", "lr_agent", "video_weight", "trunk_lr_scale",
+            "precision", "seed")  # fmt: skip
     return {k: s[k] for k in keys}
 
 
@@ -295,6 +296,8 @@ def _bc(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[str, Any]:
             "--task", a["task"], "--batch-size", a["batch_agent"]]  # fmt: skip
     if a["video_weight"] is not None:
         argv += ["--video-weight", a["video_weight"]]
+    if a.get("trunk_lr_scale") is not None:
+        argv += ["--trunk-lr-scale", a["trunk_lr_scale"]]
     flags = _loop_flags(s, a["steps_agent"], a["seed"], a["lr_agent"], a["precision"])
     _cli(argv + flags)
     return last_eval(p.bc)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from lol_dreamer.actions import TASK_INDEX, TASKS
 
@@ -78,6 +79,30 @@ def parent_dynamics(wm: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     raise ValueError(
         f"{wm} is a {cfg['kind']!r} run; --world-model must be a folder from `lol-dreamer train dynamics`"
     )
+
+
+def trainable_groups(model: nn.Module, fresh: list[str], trunk_lr_scale: float) -> list[dict]:
+    """Phase-2 parameter groups: new parts at the full rate, the pre-trained transformer scaled.
+
+    Args:
+        model: an :class:`~lol_dreamer.models.agent_model.AgentWorldModel`.
+        fresh: names (inside ``model.dynamics``) of the transformer parameters the world model did
+            not have (agent tokens, task embedding).
+        trunk_lr_scale: multiplier for the loaded transformer weights; 0 leaves them out (frozen).
+    Returns:
+        Groups for the trainer's ``params``.
+    """
+    if trunk_lr_scale < 0:
+        raise ValueError(f"--trunk-lr-scale must be >= 0, got {trunk_lr_scale}")
+    new = set(fresh)
+    trunk, other = [], []
+    for name, p in model.named_parameters():
+        inner = name[len("dynamics.") :] if name.startswith("dynamics.") else None
+        (trunk if inner is not None and inner not in new else other).append(p)
+    groups = [{"params": other, "lr_scale": 1.0}]
+    if trunk_lr_scale > 0:
+        groups.append({"params": trunk, "lr_scale": trunk_lr_scale})
+    return groups
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,13 +185,14 @@ def run(args: argparse.Namespace) -> int:
         "mtp": int(args.mtp),
         "act_distance": 0,
         "new_parameters": fresh,
+        "trunk_lr_scale": args.trunk_lr_scale,
         "objective": objective.cfg.to_dict(),
         "data": split.record(short, long, relevant_windows=sampler.num_relevant_windows),
         "tokenizer": {"path": split.ident["path"], "sha256": split.ident["sha256"]},
         "world_model": dict(wm_cfg.get("world_model") or {}, context=dyn_cfg.context),
     }
     result = train(
-        model, objective, sampler, cfg, out,
+        model, objective, sampler, cfg, out, params=trainable_groups(model, fresh, args.trunk_lr_scale),
         eval_fn=held_out_eval(objective, eval_batches), run_config=run_config, resume=args.resume,
     )  # fmt: skip
     if info.is_main and cfg.progress:

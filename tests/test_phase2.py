@@ -261,3 +261,46 @@ def test_train_agent_writes_a_complete_agent_world_model(world_model):
     mine = load_file(str(out / "model.safetensors"))
     k = "z_in.weight"
     assert (mine[f"dynamics.{k}"] - parent[k]).abs().max() < 0.05
+
+
+def test_frozen_trunk_keeps_the_dream_exactly_and_still_trains_the_heads(world_model):
+    from safetensors.torch import load_file
+
+    root, data, wm = world_model
+    out = root / "bc_frozen"
+    argv = ["train", "agent", "--world-model", str(wm), "--data", str(data), "--out", str(out),
+            "--mtp", "2", "--heads-preset", "test", "--steps", "3", "--batch-size", "2",
+            "--eval-batches", "1", "--quiet", "--trunk-lr-scale", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["trunk_lr_scale"] == 0.0
+    parent = load_file(str(wm / "model.safetensors"))
+    mine = load_file(str(out / "model.safetensors"))
+    for k, v in parent.items():  # every pre-trained transformer weight is bit-identical
+        assert torch.equal(mine[f"dynamics.{k}"], v), k
+    from lol_dreamer.train_agent import heads_config
+
+    base = DynamicsConfig.from_dict(json.loads((wm / "config.json").read_text())["model"])
+    torch.manual_seed(0)  # the run's --seed: the same initial agent tokens and heads
+    start = AgentWorldModel(
+        with_agent_tokens(base, 1), heads_config("test", base.dim, 2)
+    ).state_dict()
+    new = [k for k in mine if k not in {f"dynamics.{p}" for p in parent}]
+    assert new and all(mine[k].shape == start[k].shape for k in new)
+    moved = [k for k in new if not torch.equal(mine[k], start[k])]
+    assert moved  # the heads and agent tokens did train
+
+
+def test_trunk_lr_scale_groups():
+    from lol_dreamer.train_agent import trainable_groups
+
+    _, agent, new = _models()
+    groups = trainable_groups(agent, new, 0.1)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
+    names = {id(p): n for n, p in agent.named_parameters()}
+    fresh = {names[id(p)] for p in groups[0]["params"]}
+    assert {f"dynamics.{k}" for k in new} <= fresh
+    assert all(not n.startswith("dynamics.") or n[len("dynamics.") :] in new for n in fresh)
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(agent.parameters()))
+    assert len(trainable_groups(agent, new, 0.0)) == 1
+    with pytest.raises(ValueError, match="trunk-lr-scale"):
+        trainable_groups(agent, new, -1.0)

@@ -11,6 +11,7 @@ from lol_dreamer.training import (
     EMA,
     NonFiniteLossError,
     TrainConfig,
+    Trainer,
     WarmupCosine,
     default_warmup,
     train,
@@ -213,3 +214,24 @@ def test_sampler_state_is_checkpointed_and_unsupported_options_fail_clearly(tmp_
             _cfg(steps=2),
             params=[torch.nn.Parameter(torch.ones(1))],
         )
+
+
+def test_param_groups_with_lr_scale_follow_the_schedule_scaled(tmp_path):
+    model = build_toy(TOY)
+    groups = [
+        {"params": list(model[2].parameters()), "lr_scale": 1.0},
+        {"params": list(model[0].parameters()), "lr_scale": 0.25},
+    ]
+    trainer = Trainer(
+        model, RMSObjective(), ToyData(), _cfg(steps=4), tmp_path / "g", params=groups,
+        run_config={"kind": "toy", "model": TOY},
+    )  # fmt: skip
+    trainer.fit()
+    lr = trainer.schedule(4)
+    scales = sorted({g["lr_scale"] for g in trainer.optimizer.param_groups})
+    assert scales == [0.25, 1.0]
+    for g in trainer.optimizer.param_groups:
+        assert g["lr"] == pytest.approx(lr * g["lr_scale"])
+    with pytest.raises(ValueError, match="lr_scale must be > 0"):
+        Trainer(build_toy(TOY), RMSObjective(), ToyData(), _cfg(), None,
+                params=[{"params": list(model.parameters()), "lr_scale": 0.0}])  # fmt: skip

@@ -117,6 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="weight of the video (shortcut) term in phase 2" + _d("video_weight"),
     )
     a(
+        "--trunk-lr-scale",
+        type=float,
+        default=None,
+        help="phase-2 learning-rate multiplier of the pre-trained transformer; 0 freezes it so the "
+        "dream stays the phase-1b model's" + _d("trunk_lr_scale"),
+    )
+    a(
         "--precision",
         default=None,
         choices=("auto", "fp32", "bf16"),

@@ -69,5 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="weight of the continue loss (default %(default)s)",
     )
+    p.add_argument(
+        "--trunk-lr-scale",
+        type=float,
+        default=1.0,
+        help="learning-rate multiplier for the pre-trained dynamics transformer (the new agent "
+        "tokens, task embedding and heads always get the full rate); 0 freezes it, so the dream "
+        "stays exactly the world model's (default %(default)s: fine-tune everything)",
+    )
     add_loop_args(p, steps=5000, batch_size=16, lr=1e-4, save_every=1000, eval_every=500)
     p.set_defaults(func=lazy("lol_dreamer.train_agent:run"))

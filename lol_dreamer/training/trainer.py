@@ -95,13 +95,40 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+def _param_groups(
+    params: list[nn.Parameter], weight_decay: float, lr_scale: dict[int, float]
+) -> list[dict]:
+    """AdamW groups: matrices decay, norm gains and biases do not; one group per LR scale."""
+    groups = []
+    for scale in sorted({lr_scale.get(id(p), 1.0) for p in params}, reverse=True):
+        mine = [p for p in params if lr_scale.get(id(p), 1.0) == scale]
+        for decays, wd in ((True, weight_decay), (False, 0.0)):
+            chosen = [p for p in mine if (p.ndim >= 2) == decays]
+            groups.append({"params": chosen, "weight_decay": wd, "lr_scale": scale})
+    return groups
+
+
+def _split_params(
+    params: Iterable[nn.Parameter] | Iterable[dict] | None,
+) -> tuple[list[nn.Parameter] | None, dict[int, float]]:
+    """``params`` as given to :class:`Trainer` → (the parameters, ``{id: lr_scale}``)."""
+    if params is None:
+        return None, {}
+    flat: list[nn.Parameter] = []
+    scale: dict[int, float] = {}
+    for item in params:
+        if isinstance(item, dict):
+            s = float(item.get("lr_scale", 1.0))
+            if not s > 0:
+                raise ValueError(
+                    f"lr_scale must be > 0, got {s}; leave frozen parameters out of params instead"
+                )
+            group = list(item["params"])
+            flat += group
+            scale.update({id(p): s for p in group})
+        else:
+            flat.append(item)
+    return flat, scale
 
 
 def _enable_grad_checkpointing(model: nn.Module) -> None:
@@ -126,6 +153,8 @@ class Trainer:
         cfg: the optimisation settings.
         run_dir: the run folder; None trains without writing anything (tests, notebooks).
         params: the parameters to train (default: all); the others get ``requires_grad=False``.
+            Items may also be groups ``{"params": [...], "lr_scale": s}``: their learning rate is
+            ``s`` times the schedule's (fine-tuning a pre-trained part more gently than new parts).
         eval_fn: ``eval_fn(model, step) -> dict`` of held-out scalars.
         run_config: ``{"kind", "model", "data", …}`` for ``config.json`` (``"train"`` is added).
         resume: continue from ``run_dir/state`` (a fresh start when it holds none).
@@ -139,7 +168,7 @@ class Trainer:
         cfg: TrainConfig,
         run_dir: str | Path | None = None,
         *,
-        params: Iterable[nn.Parameter] | None = None,
+        params: Iterable[nn.Parameter] | Iterable[dict] | None = None,
         eval_fn: Callable[[nn.Module, int], dict] | None = None,
         run_config: dict | None = None,
         resume: bool = False,
@@ -164,6 +193,7 @@ class Trainer:
         self.writes = self.run_dir is not None and self.dist.is_main
 
         all_params = list(model.parameters())
+        params, lr_scale = _split_params(params)
         if params is None:
             self.params = [p for p in all_params if p.requires_grad]
         else:
@@ -181,7 +211,7 @@ class Trainer:
         if cfg.grad_checkpointing:
             _enable_grad_checkpointing(model)
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.params, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+            _param_groups(self.params, cfg.weight_decay, lr_scale), lr=cfg.lr, betas=cfg.betas,
             foreach=self.device.type == "cuda" or None,
         )  # fmt: skip
         self.schedule = WarmupCosine(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
@@ -317,7 +347,7 @@ class Trainer:
     def _train_step(self, step: int) -> dict[str, Any]:
         lr = self.schedule(step)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         batch = to_device(self.batch_fn(step), self.device)
         with self.autocast():
             out = self.objective(self.model, batch, step)
