@@ -271,6 +271,7 @@ class DreamEnv(gym.Env[np.ndarray, np.ndarray]):
         self._clock.tick(self.metadata["render_fps"])
 
     def close(self) -> None:
+        self.batch.close()
         if self._window is not None:
             import pygame
 

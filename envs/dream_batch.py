@@ -12,6 +12,8 @@ tokens / channels (``n_z``/``d_z``), ``H``/``W`` frame size, ``d`` agent-token w
 from __future__ import annotations
 
 import contextlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +64,12 @@ def to_uint8_frames(x: Tensor) -> Tensor:
     return (x.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` is a CPU with native bf16 arithmetic (AVX512-BF16 or AMX), where oneDNN
     runs bf16 convolutions ≈ 1.5–2× faster than fp32."""
@@ -103,6 +111,11 @@ class DreamBatch:
             ``benchmarks/RESULTS.md``).
         decode_dtype: decoder compute dtype, ``"auto"`` (default; see :func:`resolve_decode_dtype`),
             ``float32`` or ``bfloat16``.
+        overlap_decode: decode each new frame on a worker thread while the sampler's last pass (the
+            one that enters the frame into the KV cache, independent of the decode) runs on this one.
+            None (default) = on a CPU with at least two cores when torch runs one intra-op thread
+            (the batch-1 setting), where the two passes then use a core each; results are identical
+            either way.
     """
 
     def __init__(
@@ -115,6 +128,7 @@ class DreamBatch:
         decode: bool = True,
         dtype: torch.dtype | str | None = None,
         decode_dtype: torch.dtype | str | None = "auto",
+        overlap_decode: bool | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be ≥ 1, got {num_envs}")
@@ -139,6 +153,23 @@ class DreamBatch:
         self.seed(0)
         self.latent: Tensor | None = None
         self.agent_features: Tensor | None = None
+        self.overlap_decode = overlap_decode
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _overlapping(self) -> bool:
+        if self.overlap_decode is not None:
+            return self.overlap_decode
+        return self.device.type == "cpu" and torch.get_num_threads() == 1 and _usable_cores() >= 2
+
+    def _decode_frames(self, z: Tensor) -> Tensor:
+        with torch.no_grad():  # grad mode is per thread
+            return to_uint8_frames(self._decode_step(self.decoder, z))
+
+    def close(self) -> None:
+        """Stop the decode worker thread (if one was started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _decode_step(self, decoder: object, z: Tensor) -> Tensor:
         """One streaming-decoder step on latents ``[M, n, c]`` in :attr:`decode_dtype`."""
@@ -297,7 +328,30 @@ class DreamBatch:
             ).any()
         ):
             raise ValueError("action out of range: movement must be 0..18 and keys 0/1")
-        z, feats = self.sampler.step(self.state, a, generator=self.generator)
+        decode_now = self.decode if decode is None else decode
+        if decode_now and self.decoder is None:
+            raise ValueError(
+                "this dream batch was built with decode=False; it cannot decode frames"
+            )
+        pending: list[Future] = []
+        on_frame = None
+        if decode_now and self._overlapping():
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    1, thread_name_prefix="dream-decode", initializer=torch.set_num_threads,
+                    initargs=(1,),
+                )  # fmt: skip
+            pool = self._pool
+
+            def on_frame(z_new: Tensor) -> None:
+                pending.append(pool.submit(self._decode_frames, z_new))
+
+        try:
+            z, feats = self.sampler.step(self.state, a, generator=self.generator, on_frame=on_frame)
+        except BaseException:
+            for f in pending:  # let the decoder finish before the error leaves this step
+                f.exception()
+            raise
         z = z.float()
         self.latent = z
         self.agent_features = _features(feats)
@@ -309,12 +363,8 @@ class DreamBatch:
             reward = torch.zeros(n, device=self.device)
             cont = torch.ones(n, device=self.device)
         frames = None
-        if self.decode if decode is None else decode:
-            if self.decoder is None:
-                raise ValueError(
-                    "this dream batch was built with decode=False; it cannot decode frames"
-                )
-            frames = to_uint8_frames(self._decode_step(self.decoder, z))
+        if decode_now:
+            frames = pending[0].result() if pending else self._decode_frames(z)
         elif self.decoder is not None:
             if getattr(self.decoder, "stateless", False):
                 self.decoder.t += 1  # a per-frame decoder has no history to keep in step

@@ -272,3 +272,6 @@ class DreamVectorEnv(VectorEnv):
     def tasks(self) -> list[str]:
         """Task name of each env's current episode."""
         return [TASKS[t] for t in self._tasks]
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.batch.close()

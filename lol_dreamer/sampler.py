@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -295,6 +295,7 @@ class Sampler:
         actions: Tensor | None = None,
         labeled: Tensor | None = None,
         generator: torch.Generator | None = None,
+        on_frame: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Generate the next frame of every stream.
 
@@ -304,6 +305,9 @@ class Sampler:
                 slot); None = unlabeled (e.g. the very first frame of an empty start).
             labeled: ``[N]`` bool (default all True when actions are given).
             generator: random source (initial noise, then context noise).
+            on_frame: called with the new latents ``[N, n_z, d_z]`` (the returned tensor) as soon as
+                the K denoising passes end, before the pass that enters the frame into the cache, so
+                a caller can start decoding it on another thread meanwhile. It must not modify them.
         Returns:
             ``(z_next [N, n_z, d_z] fp32, agent [N, S_g, dim] | None)``; the agent features come from
             the pass that writes the new frame as context.
@@ -355,10 +359,13 @@ class Sampler:
                 z1, _ = self._uncached_pass(state, x, act, lab, tau_idx, pos, reuse)
             # Euler step in τ along the x-prediction velocity (ẑ1 − x)/(1 − τ).
             x = x + (z1 - x) * (d / (1.0 - tau_idx / cfg.k_max))
+        z_out = self.model.denormalize_latents(x)
+        if on_frame is not None:
+            on_frame(z_out)
         ctx = self._renoise(x, generator)
         state.agent = self._write(state, ctx[:, None], act1, lab1, pos1)
         state.pos = pos + 1
-        return self.model.denormalize_latents(x), state.agent
+        return z_out, state.agent
 
     @torch.no_grad()
     def reset_streams(

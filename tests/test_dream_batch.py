@@ -93,3 +93,40 @@ def test_stateless_decoder_skips_undecoded_steps(cnn_world_model):
     assert batch.decoder.t == t0 + 2
     ref = wm.tokenizer.decode(out.latent[:, None])[:, 0]
     assert torch.equal(out.frames, (ref * 255).round().to(torch.uint8).permute(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("decode_dtype", ["float32", "bfloat16"])
+def test_decoding_on_a_worker_thread_gives_identical_frames(cnn_world_model, decode_dtype):
+    wm = cnn_world_model
+    st = wm.starts
+    act = torch.tensor([[3, 1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0]])
+    runs = []
+    for overlap in (False, True):
+        batch = DreamBatch(wm, 2, decode=True, decode_dtype=decode_dtype, overlap_decode=overlap)
+        batch.seed(5)
+        batch.reset(None, st.latents[:2].float(), st.actions[:2], st.tasks[:2])
+        steps = [batch.step(act) for _ in range(4)]
+        assert (batch._pool is not None) == overlap  # the worker really ran the decodes
+        batch.close()
+        runs.append(steps)
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a.latent, b.latent) and torch.equal(a.frames, b.frames)
+        assert a.frames.float().std() > 5
+
+
+def test_overlap_decode_defaults_to_cpu_with_one_thread_and_two_cores(cnn_world_model, monkeypatch):
+    import lol_dreamer.envs.dream_batch as db
+
+    batch = DreamBatch(cnn_world_model, 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(db, "_usable_cores", lambda: 2)
+        assert batch._overlapping()
+        monkeypatch.setattr(db, "_usable_cores", lambda: 1)
+        assert not batch._overlapping()
+        torch.set_num_threads(2)
+        monkeypatch.setattr(db, "_usable_cores", lambda: 2)
+        assert not batch._overlapping()
+    finally:
+        torch.set_num_threads(threads)
