@@ -19,7 +19,8 @@ from gymnasium.vector.utils import batch_space
 
 from lol_dreamer.actions import TASKS, action_space
 from lol_dreamer.envs.dream import NO_REWARD, REWARD_HEAD, resolve_task
-from lol_dreamer.envs.dream_batch import DreamBatch, DreamStep
+from lol_dreamer.envs.dream_batch import DreamStep
+from lol_dreamer.envs.dream_shards import make_dream_batch
 from lol_dreamer.world_model import WorldModel, load_world_model
 
 
@@ -57,6 +58,9 @@ class DreamVectorEnv(VectorEnv):
         decode_dtype: decoder compute dtype, ``"auto"`` (default: bf16 for a CNN tokenizer on a CPU
             with native bf16, else fp32; see ``envs/dream_batch.resolve_decode_dtype``),
             ``"float32"`` or ``"bfloat16"``.
+        shards: split the N dreams into this many shards stepped in parallel, one CPU core and
+            one intra-op thread each (:mod:`lol_dreamer.envs.dream_shards`); ``"auto"`` = one per
+            core with at least 16 dreams each; 1 (default) = one batch.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -81,6 +85,7 @@ class DreamVectorEnv(VectorEnv):
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
         decode_dtype: str | torch.dtype | None = "auto",
+        shards: int | str | None = 1,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"DreamVectorEnv renders only 'rgb_array', got {render_mode!r}")
@@ -106,7 +111,7 @@ class DreamVectorEnv(VectorEnv):
         self.max_episode_steps = max_episode_steps
         self.task = resolve_task(task)
         self.decode = decode
-        self.batch = DreamBatch(
+        self.batch = make_dream_batch(
             self.wm,
             self.num_envs,
             k=steps_per_frame,
@@ -114,6 +119,7 @@ class DreamVectorEnv(VectorEnv):
             decode=decode,
             dtype=dtype,
             decode_dtype=decode_dtype,
+            shards=shards,
         )
         self.reward_source = REWARD_HEAD if self.wm.has_heads else NO_REWARD
         res = self.wm.res

@@ -19,7 +19,7 @@ from torchrl.envs import EnvBase
 
 from lol_dreamer.actions import N_KEYS, N_MOVE, TASKS
 from lol_dreamer.envs.dream import resolve_task
-from lol_dreamer.envs.dream_batch import DreamBatch
+from lol_dreamer.envs.dream_shards import make_dream_batch
 from lol_dreamer.world_model import WorldModel, load_world_model
 
 
@@ -55,6 +55,9 @@ class DreamTorchEnv(EnvBase):
         decode_dtype: decoder compute dtype, ``"auto"`` (default: bf16 for a CNN tokenizer on a CPU
             with native bf16, else fp32; see ``envs/dream_batch.resolve_decode_dtype``),
             ``"float32"`` or ``"bfloat16"``.
+        shards: split the N dreams into this many shards stepped in parallel, one CPU core and
+            one intra-op thread each (:mod:`lol_dreamer.envs.dream_shards`); ``"auto"`` = one per
+            core with at least 16 dreams each; 1 (default) = one batch.
     """
 
     batch_locked = True
@@ -72,6 +75,7 @@ class DreamTorchEnv(EnvBase):
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
         decode_dtype: str | torch.dtype | None = "auto",
+        shards: int | str | None = 1,
     ) -> None:
         wm = world_model if world_model is not None else load_world_model(checkpoint, device=device)
         super().__init__(device=wm.device, batch_size=torch.Size([num_envs]))
@@ -80,7 +84,7 @@ class DreamTorchEnv(EnvBase):
         self.decode = decode
         self.task = resolve_task(task)
         self.max_episode_steps = max_episode_steps
-        self.dream = DreamBatch(
+        self.dream = make_dream_batch(
             wm,
             num_envs,
             k=steps_per_frame,
@@ -88,6 +92,7 @@ class DreamTorchEnv(EnvBase):
             decode=decode,
             dtype=dtype,
             decode_dtype=decode_dtype,
+            shards=shards,
         )
         self._rng = np.random.default_rng(0)
         self._elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)

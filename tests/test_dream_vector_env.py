@@ -135,10 +135,11 @@ def test_disabled_requires_explicit_partial_reset(folder, start_frames):
         env.reset(options={"reset_mask": np.array([1, 0, 0])})
 
 
-def test_partial_reset_leaves_other_dreams_untouched(folder, start_frames):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_partial_reset_leaves_other_dreams_untouched(folder, start_frames, shards):
     acts = _acts(5, seed=3)
-    a = DreamVectorEnv(N, checkpoint=str(folder))
-    b = DreamVectorEnv(N, checkpoint=str(folder))
+    a = DreamVectorEnv(N, checkpoint=str(folder), shards=shards)
+    b = DreamVectorEnv(N, checkpoint=str(folder), shards=shards)
     a.reset(seed=9)
     b.reset(seed=9)
     for t in range(2):

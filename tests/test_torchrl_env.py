@@ -125,3 +125,17 @@ def test_bfloat16_dynamics(folders):
     assert (outs[0] - outs[1]).abs().mean() < 0.1 * outs[0].abs().mean()
     with pytest.raises(ValueError, match="dtype must be one of"):
         DreamTorchEnv(str(folders["agent"]), num_envs=2, dtype="float16")
+
+
+def test_sharded_env_passes_specs_and_resets_only_masked_envs(folders):
+    env = DreamTorchEnv(str(folders["agent"]), num_envs=N, shards=2)
+    check_env_specs(env, seed=0)
+    env.set_seed(3)
+    current = env.step(env.reset().update(_action(N, 0)))["next"]
+    before = env.dream.latent.clone()
+    mask = torch.tensor([False, True, True, False])  # one row in each shard
+    td = env.reset(current.clone().set("_reset", mask[:, None]))
+    assert torch.equal(td["latent"][~mask], before[~mask])
+    assert not torch.equal(td["latent"][mask], before[mask])
+    out = env.step(td.update(_action(N, 1)))["next"]
+    torch.testing.assert_close(out["reward"][:, 0], env.wm.reward(out["agent_features"]))
