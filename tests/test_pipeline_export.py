@@ -68,11 +68,13 @@ def test_model_card_states_data_steps_hardware_metrics_and_command(exported, run
     for needle in ("| PSNR dB, model |", "copy-last floor", "champion position error", "Coherent horizon",
                    "Reward head MAE", "| scripted |", "| random |", "action following"):  # fmt: skip
         assert needle in card, needle
-    for stage in ("tokenizer", "dynamics", "bc", "pmpo"):
-        assert (
-            f"| {stage} | {rec['settings'][{'tokenizer': 'steps_tokenizer', 'dynamics': 'steps_dynamics', 'bc': 'steps_agent', 'pmpo': 'steps_imagine'}[stage]]} |"
-            in card
-        )
+    steps = {"tokenizer": "steps_tokenizer", "dynamics": "steps_dynamics", "bc": "steps_agent",
+             "pmpo": "steps_imagine"}  # fmt: skip
+    assert rec["settings"]["trunk_lr_scale"] == 0.0  # the recipe freezes the transformer in phase 2
+    labels = {"bc": "bc (transformer frozen)"}
+    for stage, key in steps.items():
+        row = f"| {labels.get(stage, stage)} | {rec['settings'][key]} |"
+        assert row in card, row
 
 
 def test_export_over_the_size_limit_is_refused(run, tmp_path):
