@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from lol_dreamer.envs.dream_vector import DreamVectorEnv
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.world_model or build_world_model(
-            Path(tmp) / "wm", "nano", 128, 16, arch="cnn"
-        )
+        path = args.world_model or build_world_model(Path(tmp) / "wm", "nano", 128, 16, arch="cnn")
         wm = lol_dreamer.load_world_model(path)
     configs = {
         "N=1": (1, 1, "float32", 1),
