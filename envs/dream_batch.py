@@ -12,6 +12,7 @@ tokens / channels (``n_z``/``d_z``), ``H``/``W`` frame size, ``d`` agent-token w
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def to_uint8_frames(x: Tensor) -> Tensor:
     return (x.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+@functools.cache
 def _usable_cores() -> int:
+    """CPU cores this process may run on (read once: it is consulted on every dream step)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lol_dreamer.envs.dream_batch import DreamBatch, DreamStep
+from lol_dreamer.envs.dream_batch import DreamBatch, DreamStep, _usable_cores
 from lol_dreamer.world_model import WorldModel
 
 _GOLDEN = 0x9E37_79B9_7F4A_7C15  # spreads shard seeds apart
@@ -180,8 +180,6 @@ def make_dream_batch(
 def auto_shards(device: torch.device, num_envs: int, min_per_shard: int = 16) -> int:
     """One shard per usable CPU core, keeping at least ``min_per_shard`` streams per shard (below
     that the per-op overhead of a small batch outweighs the second core); 1 off the CPU."""
-    from lol_dreamer.envs.dream_batch import _usable_cores
-
     if torch.device(device).type != "cpu":
         return 1
     return max(1, min(_usable_cores(), num_envs // min_per_shard))

@@ -94,11 +94,10 @@ def trainable_groups(model: nn.Module, fresh: list[str], trunk_lr_scale: float) 
     """
     if trunk_lr_scale < 0:
         raise ValueError(f"--trunk-lr-scale must be >= 0, got {trunk_lr_scale}")
-    new = set(fresh)
+    new = {f"dynamics.{k}" for k in fresh}
     trunk, other = [], []
     for name, p in model.named_parameters():
-        inner = name[len("dynamics.") :] if name.startswith("dynamics.") else None
-        (trunk if inner is not None and inner not in new else other).append(p)
+        (trunk if name.startswith("dynamics.") and name not in new else other).append(p)
     groups = [{"params": other, "lr_scale": 1.0}]
     if trunk_lr_scale > 0:
         groups.append({"params": trunk, "lr_scale": trunk_lr_scale})
