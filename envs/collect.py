@@ -13,6 +13,7 @@ exactly the episodes of collecting N + M at once.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import shutil
 import sys
@@ -46,11 +47,11 @@ def lane_env(task: str, res: int, max_steps: int):
     return LaneEnv(task=task, res=res, max_steps=max_steps, render_mode="rgb_array")
 
 
-def scripted_player(task: str, skill: float, seed: int):
-    """The default player factory: ``ScriptedPlayer(task, skill, seed)``."""
+def scripted_player(task: str, skill: float, seed: int, wander: float = 0.0):
+    """The default player factory: ``ScriptedPlayer(task, skill, seed, wander)``."""
     from lol_dreamer.envs.lane.scripted import ScriptedPlayer
 
-    return ScriptedPlayer(task, skill=skill, seed=seed)
+    return ScriptedPlayer(task, skill=skill, seed=seed, wander=wander)
 
 
 def episode_plan(
@@ -124,6 +125,7 @@ def play_episode(job: dict[str, Any]) -> dict[str, Any]:
         "env_seed": job["env_seed"],
         "player_seed": job["player_seed"],
         "skill": job["skill"],
+        "wander": job["wander"],
         "max_steps": n,
         "truncated": truncated or not bool(terminated[t - 1]),
         "return": ret.tolist(),
@@ -221,6 +223,7 @@ def collect(
     skill_jitter: float = 0.1,
     max_steps: int = 1000,
     seed: int = 0,
+    wander: float = 0.0,
     progress: bool = True,
     start_method: str = "spawn",
     make_env: Callable = lane_env,
@@ -237,6 +240,9 @@ def collect(
         skill: scripted player skill in [0, 1]; each episode uses ``skill ± skill_jitter``.
         max_steps: episode cap (truncation), 1000 = 50 s at 20 FPS.
         seed: collection seed; episode k's seeds derive from ``(seed, k)``.
+        wander: per-frame probability that the player starts a bout of held random movement
+            (:class:`~lol_dreamer.envs.lane.scripted.ScriptedPlayer`); 0 = none. When above 0,
+            ``make_player`` is called with ``wander=`` as a keyword.
         progress: show a tqdm bar.
         start_method: multiprocessing start method for the workers.
         make_env, make_player: picklable factories ``(task, res, max_steps) → env`` and
@@ -253,6 +259,10 @@ def collect(
         raise ValueError(f"--task must be one of {', '.join((*TASKS, 'mixed'))}, got {task!r}")
     if not 0.0 <= skill <= 1.0:
         raise ValueError(f"--skill must be in [0, 1], got {skill}")
+    if not 0.0 <= wander <= 1.0:
+        raise ValueError(f"--wander must be in [0, 1], got {wander}")
+    if wander > 0.0:
+        make_player = functools.partial(make_player, wander=wander)
     root = Path(out)
     _check_out(root, res)
     names = reserve_names(root, episodes)
@@ -269,6 +279,7 @@ def collect(
                 "res": res,
                 "max_steps": max_steps,
                 "seed": seed,
+                "wander": wander,
             }
             | {"make_env": make_env, "make_player": make_player}
         )
@@ -338,6 +349,7 @@ def run(args: Any) -> int:
         skill_jitter=args.skill_jitter,
         max_steps=args.max_steps,
         seed=args.seed,
+        wander=args.wander,
         progress=not args.quiet,
         start_method=args.start_method,
     )

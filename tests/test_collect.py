@@ -42,7 +42,9 @@ def test_cli_collect_lanesim_round_trip(tmp_path, capsys):
         assert (
             ep.meta["metadata"]["env_seed"] == plan["env_seed"] and TASKS[ep.task] == plan["task"]
         )
-        assert abs(ep.meta["metadata"]["skill"] - 0.8) <= 0.1
+        assert (
+            abs(ep.meta["metadata"]["skill"] - 0.8) <= 0.1 and ep.meta["metadata"]["wander"] == 0.0
+        )
         # Replaying the stored actions in a fresh env reproduces every stored frame, state,
         # reward vector and terminal flag: the time alignment of the format, checked for real.
         env = LaneEnv(task=plan["task"], res=64, max_steps=50)
@@ -59,6 +61,21 @@ def test_cli_collect_lanesim_round_trip(tmp_path, capsys):
         np.testing.assert_array_equal(ep.frames[t], obs)  # the observation after the last action
         np.testing.assert_array_equal(ep.state[t], LaneEnv.state_vector(info))
         np.testing.assert_allclose(ep.meta["metadata"]["return"], ep.rewards.sum(0), rtol=1e-5)
+
+
+def test_cli_collect_wander_adds_held_random_movement(tmp_path):
+    out = tmp_path / "wander"
+    argv = ["collect", "--out", str(out), "--episodes", "1", "--max-steps", "120", "--res", "64"]
+    assert main([*argv, "--task", "farm", "--wander", "0.3", "--quiet"]) == 0
+    (ep,) = list(open_dataset(out))
+    assert ep.meta["metadata"]["wander"] == 0.3
+    moves = ep.actions[: len(ep) - 1, 0]
+    # Bouts hold a direction for 4-20 frames: long constant runs of a non-STAND bin appear.
+    changes = np.flatnonzero(np.diff(moves)) + 1
+    runs = np.diff(np.concatenate(([0], changes, [len(moves)])))
+    assert runs.max() >= 4
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--wander", "-0.1", "--quiet"]) == 1
+    assert not (tmp_path / "bad" / "episodes").exists()
 
 
 class ToyEnv:

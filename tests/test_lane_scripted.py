@@ -86,3 +86,53 @@ def test_scripted_player_rejects_bad_arguments():
         ScriptedPlayer("jungle")
     with pytest.raises(ValueError, match="skill"):
         ScriptedPlayer("farm", skill=1.5)
+
+
+def _actions(bot: ScriptedPlayer, steps: int = 300) -> np.ndarray:
+    env = LaneEnv(task="farm", max_steps=steps)
+    env.reset(seed=4)
+    out = []
+    for _ in range(steps):
+        a = bot.act(env)
+        out.append(a)
+        if any(env.step(a)[2:4]):
+            break
+    return np.stack(out)
+
+
+def test_wander_zero_is_the_player_without_the_option():
+    np.testing.assert_array_equal(
+        _actions(ScriptedPlayer("farm", seed=7)),
+        _actions(ScriptedPlayer("farm", seed=7, wander=0.0)),
+    )
+
+
+def test_wander_bouts_hold_one_random_direction():
+    from lol_dreamer.actions import STAND
+    from lol_dreamer.envs.lane.scripted import WANDER_FRAMES
+
+    lo, hi = WANDER_FRAMES
+    # wander = 1: every frame outside a bout starts one, so the episode is a chain of bouts.
+    bot = ScriptedPlayer("farm", skill=1.0, seed=3, wander=1.0)
+    env = LaneEnv(task="farm", max_steps=300)
+    env.reset(seed=4)
+    lengths, moves, cur = [], [], 0
+    for _ in range(300):
+        a = bot.act(env)
+        moves.append(int(a[0]))
+        cur += 1
+        if bot.bout_left == 0:  # this frame ended a bout
+            lengths.append(cur)
+            assert len(set(moves[-cur:])) == 1  # one direction held through the bout
+            cur = 0
+        if any(env.step(a)[2:4]):
+            break
+    assert STAND not in moves and len(set(moves)) > 5  # directions vary between bouts
+    assert len(lengths) > 10 and min(lengths) >= lo and max(lengths) <= hi
+    # A small wander rate mixes bouts into the brain's play: it changes the actions.
+    plain = _actions(ScriptedPlayer("farm", skill=1.0, seed=3), 300)
+    mixed = _actions(ScriptedPlayer("farm", skill=1.0, seed=3, wander=0.05), 300)
+    n = min(len(plain), len(mixed))
+    assert not np.array_equal(plain[:n], mixed[:n])
+    with pytest.raises(ValueError, match="wander"):
+        ScriptedPlayer("farm", wander=1.5)

@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="collection seed (default 0)")
     p.add_argument(
+        "--wander",
+        type=float,
+        default=0.0,
+        help="per-frame probability that the player starts 4-20 frames of held random movement, "
+        "which teaches a world model to follow its movement actions (default 0 = none)",
+    )
+    p.add_argument(
         "--start-method",
         default="spawn",
         choices=("spawn", "fork", "forkserver"),
