@@ -153,6 +153,18 @@ def test_train_tokenize_eval_end_to_end(tmp_path, dataset, capsys):
     assert set(report["probe"]) == {"hp", "gold", "level"}
     png = (run / "eval" / "tokenizer_recon.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["max_frames"] == 256
+    # --max-frames caps each episode from its start; 0 = whole episodes; negative is refused.
+    base = ["eval", "tokenizer", "--tokenizer", str(run), "--data", str(dataset), "--device", "cpu"]
+    for cap, per_episode in ((5, 5), (0, 20)):
+        out = run / f"eval_cap{cap}"
+        assert main([*base, "--max-frames", str(cap), "--out", str(out)]) == 0
+        rep = json.loads((out / "tokenizer_eval.json").read_text())
+        assert rep["held_out_frames"] == per_episode * rep["held_out_episodes"]
+        assert rep["max_frames"] == (cap or None)
+    capsys.readouterr()
+    assert main([*base, "--max-frames", "-1", "--out", str(run / "bad")]) == 1
+    assert "max_frames must be ≥ 0" in capsys.readouterr().err
 
 
 def test_stream_encoding_handles_ragged_batches(dataset):

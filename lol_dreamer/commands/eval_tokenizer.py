@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-frames",
         type=int,
         default=256,
-        help="frames per episode at most (default %(default)s)",
+        help="frames per episode at most, from its start; 0 = whole episodes (default %(default)s)",
     )
     p.add_argument(
         "--batch-size",

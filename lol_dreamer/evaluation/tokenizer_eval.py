@@ -98,7 +98,7 @@ def evaluate_tokenizer(
     held_out: float | None = None,
     split_seed: int | None = None,
     max_episodes: int = 32,
-    max_frames: int = 256,
+    max_frames: int | None = 256,
     batch_size: int = 16,
     grid_frames: int = 8,
     device: str = "auto",
@@ -112,7 +112,8 @@ def evaluate_tokenizer(
         data: a dataset folder.
         held_out, split_seed: the episode split; default: the ones the tokenizer was trained with.
         max_episodes: at most this many episodes per side (held-out, probe-training).
-        max_frames: at most this many frames per episode.
+        max_frames: at most this many frames per episode, from its start; 0 or None = whole
+            episodes (the probe's training rows are then a random subset of all of them).
         batch_size: episodes streamed side by side.
         grid_frames: frames in the PNG grid.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``…
@@ -130,6 +131,9 @@ def evaluate_tokenizer(
     from lol_dreamer.latents import check_resolution, encode_episodes
     from lol_dreamer.training.trainer import resolve_device
 
+    if max_frames is not None and max_frames < 0:
+        raise ValueError(f"max_frames must be ≥ 0 (0 = whole episodes), got {max_frames}")
+    max_frames = max_frames or None
     run = Path(tokenizer_run)
     cfg = load_run_config(run)
     if cfg["kind"] != "tokenizer":
@@ -218,6 +222,7 @@ def evaluate_tokenizer(
         "split_seed": split_seed,
         "held_out_episodes": len(held_eps),
         "held_out_frames": len(ps_all),
+        "max_frames": max_frames,  # per episode, from its start; None = whole episodes
         "psnr": float(ps_all.mean()),
         "psnr_std": float(ps_all.std()),
         "ssim": float(np.nanmean(ss_all)) if ss else None,
