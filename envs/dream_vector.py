@@ -59,8 +59,10 @@ class DreamVectorEnv(VectorEnv):
             with native bf16, else fp32; see ``envs/dream_batch.resolve_decode_dtype``),
             ``"float32"`` or ``"bfloat16"``.
         shards: split the N dreams into this many shards stepped in parallel, one CPU core and
-            one intra-op thread each (:mod:`lol_dreamer.envs.dream_shards`); ``"auto"`` = one per
-            core with at least 16 dreams each; 1 (default) = one batch.
+            one intra-op thread each (:mod:`lol_dreamer.envs.dream_shards`); ``"auto"`` (default) =
+            one per usable core with at least 16 dreams each (so below 32 dreams, or off the CPU,
+            one batch); 1 = always one batch. The dream depends on the shard count: pass an int
+            to get the same dream from a seed on machines with different core counts.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -85,7 +87,7 @@ class DreamVectorEnv(VectorEnv):
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
         decode_dtype: str | torch.dtype | None = "auto",
-        shards: int | str | None = 1,
+        shards: int | str | None = "auto",
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"DreamVectorEnv renders only 'rgb_array', got {render_mode!r}")

@@ -56,8 +56,10 @@ class DreamTorchEnv(EnvBase):
             with native bf16, else fp32; see ``envs/dream_batch.resolve_decode_dtype``),
             ``"float32"`` or ``"bfloat16"``.
         shards: split the N dreams into this many shards stepped in parallel, one CPU core and
-            one intra-op thread each (:mod:`lol_dreamer.envs.dream_shards`); ``"auto"`` = one per
-            core with at least 16 dreams each; 1 (default) = one batch.
+            one intra-op thread each (:mod:`lol_dreamer.envs.dream_shards`); ``"auto"`` (default) =
+            one per usable core with at least 16 dreams each (so below 32 dreams, or off the CPU,
+            one batch); 1 = always one batch. The dream depends on the shard count: pass an int
+            to get the same dream from a seed on machines with different core counts.
     """
 
     batch_locked = True
@@ -75,7 +77,7 @@ class DreamTorchEnv(EnvBase):
         world_model: WorldModel | None = None,
         dtype: str | torch.dtype | None = None,
         decode_dtype: str | torch.dtype | None = "auto",
-        shards: int | str | None = 1,
+        shards: int | str | None = "auto",
     ) -> None:
         wm = world_model if world_model is not None else load_world_model(checkpoint, device=device)
         super().__init__(device=wm.device, batch_size=torch.Size([num_envs]))

@@ -82,3 +82,29 @@ def test_partial_reset_touches_only_its_rows_in_every_shard(cnn_world_model):  #
     with pytest.raises(ValueError, match="start clips given"):
         batch.reset(rows, *_start(wm, 3))
     batch.close()
+
+
+def test_auto_shards_is_the_default_of_the_batched_envs(cnn_world_model, monkeypatch):  # noqa: F811
+    import lol_dreamer.envs.dream_shards as ds
+    from lol_dreamer.envs.dream_vector import DreamVectorEnv
+    from lol_dreamer.envs.torchrl_env import DreamTorchEnv
+
+    monkeypatch.setattr(ds, "_usable_cores", lambda: 2)
+    cpu = torch.device("cpu")
+    assert ds.auto_shards(cpu, 64) == 2 and ds.auto_shards(cpu, 32) == 2
+    assert ds.auto_shards(cpu, 31) == 1 and ds.auto_shards(cpu, 1) == 1  # ≥ 16 dreams a shard
+    assert ds.auto_shards(torch.device("cuda"), 64) == 1
+    monkeypatch.setattr(ds, "_usable_cores", lambda: 8)
+    assert ds.auto_shards(cpu, 64) == 4 and ds.auto_shards(cpu, 256) == 8
+    monkeypatch.setattr(ds, "_usable_cores", lambda: 2)
+    wm = cnn_world_model
+    for make in (
+        lambda **kw: DreamVectorEnv(32, world_model=wm, decode=False, **kw),
+        lambda **kw: DreamTorchEnv(world_model=wm, num_envs=32, decode=False, **kw),
+    ):
+        env = make()
+        batch = getattr(env, "batch", None) or env.dream  # DreamVectorEnv / DreamTorchEnv
+        assert isinstance(batch, ShardedDreamBatch) and len(batch.shards) == 2
+        batch.close()
+        one = make(shards=1)
+        assert isinstance(getattr(one, "batch", None) or one.dream, DreamBatch)
