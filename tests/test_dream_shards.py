@@ -98,13 +98,11 @@ def test_auto_shards_is_the_default_of_the_batched_envs(cnn_world_model, monkeyp
     assert ds.auto_shards(cpu, 64) == 4 and ds.auto_shards(cpu, 256) == 8
     monkeypatch.setattr(ds, "_usable_cores", lambda: 2)
     wm = cnn_world_model
-    for make in (
-        lambda **kw: DreamVectorEnv(32, world_model=wm, decode=False, **kw),
-        lambda **kw: DreamTorchEnv(world_model=wm, num_envs=32, decode=False, **kw),
+    for make, attr in (
+        (lambda **kw: DreamVectorEnv(32, world_model=wm, decode=False, **kw), "batch"),
+        (lambda **kw: DreamTorchEnv(world_model=wm, num_envs=32, decode=False, **kw), "dream"),
     ):
-        env = make()
-        batch = getattr(env, "batch", None) or env.dream  # DreamVectorEnv / DreamTorchEnv
+        batch = getattr(make(), attr)
         assert isinstance(batch, ShardedDreamBatch) and len(batch.shards) == 2
         batch.close()
-        one = make(shards=1)
-        assert isinstance(getattr(one, "batch", None) or one.dream, DreamBatch)
+        assert isinstance(getattr(make(shards=1), attr), DreamBatch)

@@ -6,8 +6,8 @@ each key pressed with probability ``KEY_NOISE``), and it acts on the state ``del
 frames old (reaction time). ``wander`` > 0 adds bouts of held random movement: on a frame outside a
 bout, with probability ``wander`` it starts walking one uniformly drawn direction (one of the 18 bins)
 for ``WANDER_FRAMES`` frames, keys pressed only by noise. The brain's movement follows the game
-state, so a world model can predict it without reading the action; the bouts decorrelate movement
-from the state, which is what teaches a model to follow its actions.
+state, so a world model can predict much of it without reading the action; the bouts decorrelate
+movement from the state, to give a model reason to follow its actions.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="per-frame probability that the player starts 4-20 frames of held random movement, "
-        "which teaches a world model to follow its movement actions (default 0 = none)",
+        "decorrelating movement from the game state for world-model training (default 0 = none)",
     )
     p.add_argument(
         "--start-method",
