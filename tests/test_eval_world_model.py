@@ -110,6 +110,11 @@ def test_copying_model_is_coherent_throughout_and_shuffling_degrades():
     # a permutation of the same moves lands on the same cell again)
     assert rep["position_error_px"]["shuffled"]["16"] > 0
     assert rep["coherent_horizon"]["shuffled"]["mean"] < h
+    ends = rep["coherent_horizon"]["end_cause"]
+    assert ends["model"] == ["censored"] * len(start)
+    assert (
+        "drift" in ends["shuffled"] and "lost" not in ends["shuffled"]
+    )  # always visible, misplaced
     assert rep["action_following"]["psnr_drop_db"]["16"] > 0
     assert rep["action_following"]["position_error_increase_px"]["16"] > 0
     # the copy-last-frame floor is worse than the perfect model
@@ -141,6 +146,8 @@ def test_lost_champion_ends_coherence_and_rewards_are_scored(tmp_path):
         true_rewards=np.ones((2, 8)),
     )
     assert rep["coherent_horizon"]["per_rollout"] == [3, 8]
+    assert rep["coherent_horizon"]["per_rollout_by_run"]["model"] == [3, 8]
+    assert rep["coherent_horizon"]["end_cause"]["model"] == ["lost", "censored"]
     assert rep["champion_lost_rate"]["model"]["4"] == 0.5
     assert rep["reward"]["mae"]["4"] == pytest.approx(0.5)
     text = format_report(rep)
@@ -171,6 +178,8 @@ def test_eval_world_model_command_writes_every_measure(tmp_path, capsys):
     assert rep["champion_visible_rate"] == 1.0 and rep["threshold_px"] == 1.0
     assert {"mean", "median", "censored_fraction"} <= set(rep["coherent_horizon"]["model"])
     assert len(rep["coherent_horizon"]["per_rollout"]) == 2
+    assert len(rep["setup"]["windows"]) == 2  # [episode name, first context frame] per rollout
+    assert all(isinstance(n, str) and s >= 0 for n, s in rep["setup"]["windows"])
     assert set(rep["action_following"]) == {
         "psnr_drop_db",
         "position_error_increase_px",

@@ -245,6 +245,7 @@ def evaluate_world_model(
         "dream_fps": frames_made / max(seconds, 1e-9),
         "world_model": str(wm.path),
         "reward_task": None if task_id is None else int(task_id),
+        "windows": [[eps.names[e], s] for e, s in wins],
     }
     return report
 

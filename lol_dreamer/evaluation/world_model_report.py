@@ -69,7 +69,8 @@ def rollout_report(
             decode), the ceiling any dream can reach; reported as the ``tokenizer`` run.
     Returns:
         A JSON-safe dict: ``psnr``/``ssim`` (model, copy_last, shuffled per horizon),
-        ``position_error_px``, ``champion_lost_rate``, ``coherent_horizon`` (mean / median),
+        ``position_error_px``, ``champion_lost_rate``, ``coherent_horizon`` (mean / median per run;
+        ``per_rollout`` of the model, ``per_rollout_by_run`` and ``end_cause`` of every run),
         ``action_following`` (how much worse shuffled actions make the prediction), ``reward``
         (MAE per horizon, or None), ``curves`` (per-frame means for plotting) and sizes.
         PSNR of exactly equal frames counts as 100 dB.
@@ -116,6 +117,10 @@ def rollout_report(
         }
         report["coherent_horizon"] = {k: summarize_horizon(v, h) for k, v in hor.items()}
         report["coherent_horizon"]["per_rollout"] = hor["model"].tolist()
+        report["coherent_horizon"]["per_rollout_by_run"] = {k: v.tolist() for k, v in hor.items()}
+        report["coherent_horizon"]["end_cause"] = {
+            k: _end_causes(errs[k], v) for k, v in hor.items()
+        }
         report["curves"]["position_error_px"] = {k: _curve(e) for k, e in errs.items()}
         follow["position_error_increase_px"] = {
             hz: report["position_error_px"]["shuffled"][hz]
@@ -143,6 +148,19 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     return f"{x:.{digits}f}"
+
+
+def _end_causes(errors: np.ndarray, horizons: np.ndarray) -> list[str]:
+    """Why each rollout's coherence ended: ``"lost"`` (the champion was not detected in the
+    prediction, or was detected where the true frame shows none), ``"drift"`` (detected, but more
+    than the threshold away) or ``"censored"`` (coherent to the last frame)."""
+    out = []
+    for e, hz in zip(errors, horizons):
+        if hz >= e.shape[-1]:
+            out.append("censored")
+        else:
+            out.append("lost" if np.isinf(e[hz]) else "drift")
+    return out
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -173,6 +191,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['n_rollouts']} rollouts of {report['rollout_frames']} frames); "
             f"copy-last {ch['copy_last']['mean']:.1f}; shuffled actions {ch['shuffled']['mean']:.1f}"
         )
+        if "end_cause" in ch:
+            ends = []
+            for run, causes in ch["end_cause"].items():
+                lost, drift = causes.count("lost"), causes.count("drift")
+                ends.append(f"{run} {lost} lost / {drift} drifted")
+            lines.append("rollouts ending before the last frame: " + "; ".join(ends))
     af = report["action_following"]
     drop = ", ".join(f"h={h}: {_fmt(v)}" for h, v in af["psnr_drop_db"].items())
     lines.append(f"action following, PSNR drop with shuffled actions (dB): {drop}")
