@@ -105,4 +105,6 @@ def test_auto_shards_is_the_default_of_the_batched_envs(cnn_world_model, monkeyp
         batch = getattr(make(), attr)
         assert isinstance(batch, ShardedDreamBatch) and len(batch.shards) == 2
         batch.close()
-        assert isinstance(getattr(make(shards=1), attr), DreamBatch)
+        single = getattr(make(shards=1), attr)
+        assert isinstance(single, DreamBatch)
+        single.close()
