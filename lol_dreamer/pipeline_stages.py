@@ -377,6 +377,7 @@ def _eval_world_model(a: dict[str, Any], p: Paths, s: dict[str, Any]) -> dict[st
         None,
         tuple(a["horizons"]),
         a["seed"],
+        progress=True,
     )
     js = atomic_write_json(p.eval / "world_model" / "eval_world_model.json", r)
     png = plot_report(r, js.with_suffix(".png"))

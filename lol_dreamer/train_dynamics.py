@@ -8,7 +8,10 @@
    ``WM/tokenizer/`` and stores held-out start clips and clips with true frames, so ``WM`` alone is
    a world model (:func:`lol_dreamer.load_world_model`);
 3. trains on the shared loop (resume, DDP under torchrun, EMA, held-out shortcut loss as
-   ``eval/loss``, ``eval/flow``, ``eval/bootstrap``), with short and long sequences in turn.
+   ``eval/loss``, ``eval/flow``, ``eval/bootstrap``; ``eval/action_gain``, how much the
+   held-out flow loss rises when each sequence gets another's actions; ``eval/next_frame_ratio``,
+   the one-step prediction of the next latent from a clean history against copying the last
+   one), with short and long sequences in turn.
 """
 
 from __future__ import annotations
@@ -88,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     from lol_dreamer.training.state import refuse_existing_run
     from lol_dreamer.world_model_training import (
         batch_lengths,
+        combine_evals,
         held_out_eval,
+        next_frame_eval,
         open_latent_split,
     )
 
@@ -112,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     objective = ShortcutObjective(
         ShortcutConfig(
-            k_max=dyn_cfg.k_max, short_len=short, long_len=long, flow_frac=args.flow_frac
+            k_max=dyn_cfg.k_max,
+            short_len=short,
+            long_len=long,
+            flow_frac=args.flow_frac,
+            context_frac=getattr(args, "context_frac", 0.0),
         )
     )
     held_len = min(long, int(held.lengths.max()))
@@ -161,9 +170,13 @@ def run(args: argparse.Namespace) -> int:
     model = DynamicsModel(dyn_cfg)
     # The model trains on normalised latents (models/dynamics.py); --resume restores the same stats.
     model.set_latent_stats(*latent_stats([ep.latents for ep in train_set]))
+    eval_fn = combine_evals(
+        held_out_eval(objective, eval_batches, shuffled_actions=True),
+        next_frame_eval(eval_batches),
+    )
     result = train(
         model, objective, sampler, cfg, out,
-        eval_fn=held_out_eval(objective, eval_batches), run_config=run_config, resume=args.resume,
+        eval_fn=eval_fn, run_config=run_config, resume=args.resume,
     )  # fmt: skip
     if info.is_main and cfg.progress:
         print(

@@ -4,7 +4,9 @@
 - :func:`open_latent_split`: the tokenized dataset, checked and split into train / held-out;
 - :func:`batch_lengths`: the short/long sequence lengths that fit the episodes;
 - :func:`held_out_eval`: the objective's terms on fixed held-out batches, deterministic and
-  side-effect free, for the trainer's ``eval_fn``.
+  side-effect free, for the trainer's ``eval_fn``;
+- :func:`next_frame_eval`: the dynamics model's one-step prediction of the next latent from a
+  clean history, against copying the last latent (the floor a dynamics model must beat first).
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ def held_out_eval(
     batches: list[dict[str, torch.Tensor]],
     seed: int = 1234,
     prefix: str = "",
+    shuffled_actions: bool = False,
 ) -> Callable[[nn.Module, int], dict[str, float]]:
     """An ``eval_fn`` that averages the objective's loss and raw terms over fixed held-out batches.
 
@@ -207,6 +210,10 @@ def held_out_eval(
         batches: held-out batches (drawn once).
         seed: RNG seed of every evaluation.
         prefix: prepended to every returned name.
+        shuffled_actions: also evaluate every batch with its action sequences rolled by one
+            across the batch (each sequence gets another's actions) under the same draws, and
+            report that flow term as ``flow_shuffled`` and ``action_gain = flow_shuffled / flow −
+            1``: how much worse the model predicts without its own actions (0 = it ignores them).
     Returns:
         ``eval_fn(model, step) -> {"loss": ..., "<term>": ...}``.
     """
@@ -215,18 +222,107 @@ def held_out_eval(
         device = next(model.parameters()).device
         sums: dict[str, float] = {}
         devices = [device] if device.type == "cuda" else []
+
+        def add(name: str, v: Any) -> None:
+            x = float(v.detach().float() if isinstance(v, torch.Tensor) else v)
+            sums[name] = sums.get(name, 0.0) + x
+
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             for i, batch in enumerate(batches):
                 b = {
                     k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
                 }
+                before = torch.get_rng_state()
                 out = objective(model, b, i)
-                vals = {"loss": out.loss, **out.terms}
-                for k, v in vals.items():
-                    sums[k] = sums.get(k, 0.0) + float(
-                        v.detach().float() if isinstance(v, torch.Tensor) else v
-                    )
-        return {f"{prefix}{k}": v / max(1, len(batches)) for k, v in sums.items()}
+                for k, v in {"loss": out.loss, **out.terms}.items():
+                    add(k, v)
+                if shuffled_actions and b.get("actions") is not None and len(b["actions"]) > 1:
+                    after = torch.get_rng_state()
+                    torch.set_rng_state(before)  # the same levels and noise, other actions
+                    shuf = objective(model, {**b, "actions": b["actions"].roll(1, 0)}, i)
+                    add("flow_shuffled", shuf.terms["flow"])
+                    torch.set_rng_state(after)
+        res = {k: v / max(1, len(batches)) for k, v in sums.items()}
+        if "flow_shuffled" in res and res.get("flow", 0.0) > 0.0:
+            res["action_gain"] = res["flow_shuffled"] / res["flow"] - 1.0
+        return {f"{prefix}{k}": v for k, v in res.items()}
+
+    return eval_fn
+
+
+def next_frame_eval(
+    batches: list[dict[str, torch.Tensor]],
+    seed: int = 4321,
+    prefix: str = "",
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    """An ``eval_fn`` for a dynamics model: predict each held-out sequence's last latent in one step.
+
+    Every frame but the last enters at the sampler's context level τ_ctx (fresh noise), the last at
+    τ = 0 with the finest step d_min: the model's x-prediction is its best single guess of the next
+    frame from a clean history, the situation of every dreamed frame. Errors are mean squared
+    errors in the model's normalised latent scale (unit variance per entry):
+
+    - ``next_frame_mse``: the model's prediction with the true actions;
+    - ``next_frame_mse_shuffled``: with each sequence's actions rolled to the next sequence;
+    - ``copy_last_mse``: copying the last clean context latent (no model);
+    - ``next_frame_ratio``: ``next_frame_mse / copy_last_mse`` (below 1: better than copying).
+
+    Args:
+        batches: held-out batches with ``latents [B, T, n, c]`` (T ≥ 2), ``actions`` and
+            ``labeled`` in stored alignment.
+        seed: seed of the context noise (the same at every evaluation).
+        prefix: prepended to every returned name.
+    """
+    from lol_dreamer.models.dynamics import shift_actions
+    from lol_dreamer.objectives.shortcut import model_latents
+
+    def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
+        cfg = model.cfg
+        device = next(model.parameters()).device
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        sums = {"next_frame_mse": 0.0, "next_frame_mse_shuffled": 0.0, "copy_last_mse": 0.0}
+        n = 0
+        with torch.no_grad():
+            for batch in batches:
+                z = model_latents(model, batch["latents"].to(device))
+                b, t = z.shape[:2]
+                if t < 2:
+                    continue
+                acts = batch["actions"].to(device).long()
+                lab = batch.get("labeled")
+                lab = torch.ones(b, t, dtype=torch.bool) if lab is None else lab.bool()
+                acts, lab = shift_actions(acts, lab.to(device))
+                tau = torch.full((b, t), cfg.tau_ctx_idx, device=device)
+                tau[:, -1] = 0
+                tf = (tau.float() / cfg.k_max)[..., None, None]
+                noise = torch.randn(z.shape, generator=g).to(device)
+                z_in = (1 - tf) * noise + tf * z
+                st = torch.full((b, t), cfg.step_idx_min, device=device)
+                for name, a in (
+                    ("next_frame_mse", acts),
+                    ("next_frame_mse_shuffled", acts.roll(1, 0)),
+                ):
+                    pred = model(z_in, tau, st, a, lab).z1[:, -1].float()
+                    sums[name] += float((pred - z[:, -1]).pow(2).mean()) * b
+                sums["copy_last_mse"] += float((z[:, -2] - z[:, -1]).pow(2).mean()) * b
+                n += b
+        res = {k: v / max(n, 1) for k, v in sums.items()}
+        res["next_frame_ratio"] = res["next_frame_mse"] / max(res["copy_last_mse"], 1e-12)
+        return {f"{prefix}{k}": v for k, v in res.items()}
+
+    return eval_fn
+
+
+def combine_evals(
+    *fns: Callable[[nn.Module, int], dict[str, float]],
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    """One ``eval_fn`` returning the union of several."""
+
+    def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for f in fns:
+            out.update(f(model, step))
+        return out
 
     return eval_fn

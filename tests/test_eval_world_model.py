@@ -188,4 +188,6 @@ def test_eval_world_model_command_writes_every_measure(tmp_path, capsys):
     assert set(rep["reward"]["mae"]) == {"1", "4", "8"} and rep["reward"]["mae_all"] >= 0
     assert rep["setup"]["context_frames"] == 8 and rep["setup"]["dream_fps"] > 0
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert "coherent horizon" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "coherent horizon" in shown.out
+    assert "dreaming" in shown.err and "32/32" in shown.err  # 2 rollouts × 8 frames × 2 action sets

@@ -12,6 +12,7 @@ from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel
 from lol_dreamer.objectives.shortcut import (
     ShortcutConfig,
     ShortcutObjective,
+    context_prefix,
     ramp_weight,
     sample_levels,
     sequence_length,
@@ -34,7 +35,14 @@ class LinearStandIn(nn.Module):
         self, z, tau_idx, step_idx, actions=None, labeled=None, task=None, independent=None
     ):
         self.calls.append(
-            dict(actions=actions, labeled=labeled, independent=independent, t=z.shape[1])
+            dict(
+                actions=actions,
+                labeled=labeled,
+                independent=independent,
+                t=z.shape[1],
+                tau_idx=tau_idx,
+                step_idx=step_idx,
+            )
         )
         tau = (tau_idx.float() / K_MAX)[..., None, None]
         return SimpleNamespace(
@@ -290,3 +298,144 @@ def test_the_model_learns_to_read_its_context():
         )
     assert alone > 0.8  # one frame of pure noise says nothing about a random frame
     assert with_ctx < 0.5 * alone, (with_ctx, alone)
+
+
+def test_context_prefix_gives_a_clean_history_before_a_cut():
+    g = torch.Generator().manual_seed(0)
+    b, t = 2000, 12
+    tau_idx, step_idx = sample_levels((b, t), K_MAX, generator=g, flow_frac=0.5)
+    eligible = torch.rand(b, generator=g) < 0.8
+    tau2, step2 = context_prefix(tau_idx, step_idx, 0.5, K_MAX, eligible=eligible, generator=g)
+    ctx, step_min = round(0.9 * K_MAX), int(math.log2(K_MAX))
+    at_ctx = (tau2 == ctx) & (step2 == step_min)
+    changed = (tau2 != tau_idx) | (step2 != step_idx)
+    assert bool(at_ctx[changed].all())  # a changed frame is always (τ_ctx, d_min)
+    assert not bool(changed[~eligible].any())  # ineligible sequences untouched
+    assert not bool(changed[:, -1].any())  # the last frame is never in the prefix
+    picked = torch.zeros(b, dtype=torch.bool)
+    for i in range(b):
+        if not bool(changed[i].any()):
+            continue
+        last = int(torch.nonzero(changed[i]).max())
+        assert bool(at_ctx[i, : last + 1].all())  # the prefix starts at frame 0, unbroken
+        picked[i] = True
+    # ≈ frac of the eligible sequences (a cut before a frame already at (τ_ctx, d_min) is unseen)
+    frac = float(picked[eligible].float().mean())
+    assert 0.42 < frac < 0.55, frac
+    same = context_prefix(tau_idx, step_idx, 0.0, K_MAX, generator=g)
+    assert same[0] is tau_idx and same[1] is step_idx
+
+
+def test_context_frac_is_checked_and_applied_by_the_objective():
+    import pytest
+
+    with pytest.raises(ValueError, match="context_frac"):
+        ShortcutConfig(context_frac=1.5)
+    assert ShortcutConfig.from_dict({"k_max": 64}).context_frac == 0.0  # old run configs load
+    model = LinearStandIn()
+    obj = ShortcutObjective(ShortcutConfig(k_max=K_MAX, independent_frac=0.0, context_frac=1.0))
+    torch.manual_seed(0)
+    obj(model, {"latents": torch.randn(64, 8, 4, 2)}, step=0)
+    first = model.calls[0]  # the student pass
+    assert bool((first["tau_idx"][:, 0] == round(0.9 * K_MAX)).all())
+    assert bool((first["step_idx"][:, 0] == int(math.log2(K_MAX))).all())
+    model.calls.clear()
+    obj = ShortcutObjective(ShortcutConfig(k_max=K_MAX, independent_frac=1.0, context_frac=1.0))
+    torch.manual_seed(0)
+    obj(model, {"latents": torch.randn(64, 8, 4, 2)}, step=0)
+    assert not bool((model.calls[0]["tau_idx"][:, 0] == round(0.9 * K_MAX)).all())  # images: none
+
+
+def test_held_out_eval_reports_how_much_the_actions_help():
+    from lol_dreamer.world_model_training import held_out_eval
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig.preset("test", n_z=8, d_z=4)
+    model = DynamicsModel(cfg).eval()
+    obj = ShortcutObjective(ShortcutConfig(k_max=K_MAX, independent_frac=0.0))
+    g = torch.Generator().manual_seed(1)
+    acts = torch.randint(0, 2, (4, 6, 9), generator=g)
+    batch = {"latents": torch.randn(4, 6, 8, 4, generator=g), "actions": acts}
+    with torch.no_grad():
+        plain = held_out_eval(obj, [batch, batch])(model, 0)
+        both = held_out_eval(obj, [batch, batch], shuffled_actions=True)(model, 0)
+        same = {**batch, "actions": acts[:1].expand(4, 6, 9).clone()}
+        none = held_out_eval(obj, [same], shuffled_actions=True)(model, 0)
+    assert {k: both[k] for k in plain} == plain  # the usual numbers are unchanged
+    assert both["flow_shuffled"] != both["flow"]  # a random model reads its actions
+    assert both["action_gain"] == both["flow_shuffled"] / both["flow"] - 1.0
+    assert none["action_gain"] == 0.0  # identical actions in every sequence: nothing to shuffle
+
+
+def test_the_model_learns_to_follow_its_actions():
+    """Frames that move by an action-dependent step: trained with clean histories (context_frac),
+    the held-out flow loss is clearly worse when each sequence gets another's actions."""
+    from lol_dreamer.world_model_training import held_out_eval
+
+    torch.manual_seed(0)
+    cfg = DynamicsConfig.preset("test", n_z=8, d_z=4)
+    model = DynamicsModel(cfg)
+    obj = ShortcutObjective(
+        ShortcutConfig(k_max=K_MAX, flow_frac=0.5, independent_frac=0.1, context_frac=0.5)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    t = 8
+    g = torch.Generator().manual_seed(0)
+    shift = torch.randn(4, 8, 4, generator=g)  # movement bins 0..3 move the latent this way
+
+    def clips(b: int) -> dict[str, torch.Tensor]:
+        a = torch.zeros(b, t, 9, dtype=torch.long)
+        a[..., 0] = torch.randint(0, 4, (b, t), generator=g)
+        steps = shift[a[:, :-1, 0]]  # actions[t] moves frame t to frame t + 1
+        z0 = torch.randn(b, 1, 8, 4, generator=g)
+        z = torch.cat((z0, z0 + steps.cumsum(1)), 1)
+        return {"latents": z, "actions": a}
+
+    for s in range(200):
+        out = obj(model, clips(8), s)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    with torch.no_grad():
+        res = held_out_eval(obj, [clips(32)], shuffled_actions=True)(model.eval(), 0)
+    assert res["action_gain"] > 0.3, res
+
+
+def test_next_frame_eval_scores_one_step_predictions_against_copying():
+    from lol_dreamer.world_model_training import combine_evals, next_frame_eval
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 6, 8, 4, generator=g)
+    acts = torch.randint(0, 2, (4, 6, 9), generator=g)
+    batch = {"latents": z, "actions": acts}
+
+    class Fixed(nn.Module):
+        """Ignores its inputs and returns ``out``: an oracle (the truth) or a constant guess."""
+
+        def __init__(self, out: torch.Tensor) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+            self.out = out
+            self.cfg = SimpleNamespace(tau_ctx_idx=58, k_max=K_MAX, step_idx_min=6)
+
+        def forward(self, z_in, tau, step, actions, labeled):
+            assert bool((tau[:, :-1] == 58).all()) and bool((tau[:, -1] == 0).all())
+            assert bool((step == 6).all())
+            return SimpleNamespace(z1=self.out)
+
+    ev = next_frame_eval([batch, batch])
+    oracle = ev(Fixed(z), 0)
+    copy = float((z[:, -2] - z[:, -1]).pow(2).mean())
+    assert oracle["next_frame_mse"] == 0.0 and oracle["next_frame_ratio"] == 0.0
+    assert math.isclose(oracle["copy_last_mse"], copy, rel_tol=1e-6)
+    zero = ev(Fixed(torch.zeros_like(z)), 0)
+    assert math.isclose(zero["next_frame_mse"], float(z[:, -1].pow(2).mean()), rel_tol=1e-6)
+    assert zero["next_frame_mse_shuffled"] == zero["next_frame_mse"]  # it ignores its actions
+    assert math.isclose(zero["next_frame_ratio"], zero["next_frame_mse"] / copy, rel_tol=1e-6)
+    torch.manual_seed(0)
+    real = DynamicsModel(DynamicsConfig.preset("test", n_z=8, d_z=4)).eval()
+    both = combine_evals(ev, next_frame_eval([batch], prefix="x/"))
+    first, again = both(real, 0), both(real, 1)
+    assert first == again  # the same context noise at every evaluation
+    assert first["next_frame_mse_shuffled"] != first["next_frame_mse"]  # a real model reads actions
+    assert {"x/next_frame_ratio", "next_frame_ratio"} <= set(first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -46,6 +47,10 @@ def test_world_model_folder_is_self_contained(setup):
     for r in rows:
         assert {"loss", "loss/flow", "loss/bootstrap"} <= set(r)
     assert "eval/loss" in rows[-1] and "eval/flow" in rows[-1]
+    row = rows[-1]
+    for k in ("eval/next_frame_mse", "eval/next_frame_ratio", "eval/copy_last_mse"):
+        assert k in row and math.isfinite(row[k]), k
+    assert "eval/flow_shuffled" not in row  # one sequence per batch: no other actions to give it
     # the tokenizer is copied byte for byte
     assert (out / "tokenizer/model.safetensors").read_bytes() == (
         tok / "model.safetensors"

@@ -50,5 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="probability of the finest step d_min (the flow term) per frame; default: step sizes "
         "uniform over {1, 1/2, ..., 1/64} as in DreamerV4",
     )
+    a(
+        "--context-frac",
+        type=float,
+        default=0.0,
+        help="fraction of sequences whose frames before a random cut sit at the context level "
+        "tau_ctx, as in generation (default %(default)s: pure diffusion forcing as in DreamerV4)",
+    )
     add_loop_args(p, steps=20000, batch_size=16, lr=3e-4, save_every=1000, eval_every=500)
     p.set_defaults(func=lazy("lol_dreamer.train_dynamics:run"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def open_loop(
     task: Tensor | None = None,
     k: int | None = None,
     seed: int = 0,
+    on_frame: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Dream ``F`` frames from true contexts with given future actions.
 
@@ -75,6 +77,7 @@ def open_loop(
         task: ``int64 [N]`` for the agent tokens, or None.
         k: denoising steps per frame (default: the world model's).
         seed: noise seed (equal seeds give equal noise, so two action sequences compare fairly).
+        on_frame: called with ``N`` after every dreamed frame (progress reporting).
     Returns:
         ``(z [N, F, n, c], h [N, F, d] or None)``: dreamed latents and agent features.
     """
@@ -92,6 +95,8 @@ def open_loop(
         zs.append(z)
         if agent is not None:
             hs.append(agent_features(agent[:, None])[:, 0])
+        if on_frame is not None:
+            on_frame(z.shape[0])
     return torch.stack(zs, 1), (torch.stack(hs, 1) if hs else None)
 
 
@@ -140,6 +145,7 @@ def evaluate_world_model(
     horizons: tuple[int, ...] = DEFAULT_HORIZONS,
     seed: int = 0,
     batch: int = 32,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Every SPEC §9 dynamics measure of a world model on held-out episodes.
 
@@ -153,6 +159,7 @@ def evaluate_world_model(
             the episodes allow.
         seed: dream noise seed; shuffling seed.
         batch: rollouts dreamed side by side.
+        progress: show a progress bar of dreamed frames (true and shuffled actions).
     Returns:
         The report dict (see :func:`rollout_report`) plus ``setup`` (what was evaluated).
     """
@@ -175,6 +182,9 @@ def evaluate_world_model(
     parts: dict[str, list[np.ndarray]] = {
         k_: [] for k_ in ("pred", "true", "last", "shuf", "rec", "r_pred", "r_true")
     }
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 * len(wins) * horizon, unit="frame", desc="dreaming", disable=not progress)
     t0, frames_made = time.perf_counter(), 0
     for i in range(0, len(wins), batch):
         chunk = wins[i : i + batch]
@@ -192,8 +202,8 @@ def evaluate_world_model(
         )
         fut = act[:, c - 1 : c - 1 + horizon]
         shuf = torch.from_numpy(shuffle_actions(fut.numpy(), rng))
-        z, h = open_loop(wm, lat[:, :c], act[:, :c], fut, tasks, k, seed + i)
-        z_s, _ = open_loop(wm, lat[:, :c], act[:, :c], shuf, tasks, k, seed + i)
+        z, h = open_loop(wm, lat[:, :c], act[:, :c], fut, tasks, k, seed + i, bar.update)
+        z_s, _ = open_loop(wm, lat[:, :c], act[:, :c], shuf, tasks, k, seed + i, bar.update)
         frames_made += 2 * z.shape[0] * horizon
         ctx = lat[:, :c].to(wm.device)
         parts["pred"].append(decode_latents(wm.tokenizer, torch.cat((ctx, z), 1))[:, c:])
@@ -214,6 +224,7 @@ def evaluate_world_model(
             rew = rew_slots[:, c : c + horizon].numpy()
             parts["r_true"].append(rew[np.arange(len(chunk)), :, tasks.numpy()])
     seconds = time.perf_counter() - t0
+    bar.close()
     cat = {k_: np.concatenate(v) if v else None for k_, v in parts.items()}
     detect = _detector()
     report = rollout_report(
@@ -267,7 +278,15 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data)
     horizons = tuple(int(h) for h in args.horizons.split(","))
     report = evaluate_world_model(
-        wm, dataset, args.episodes, args.contexts, args.k, horizons, args.seed, args.batch_size
+        wm,
+        dataset,
+        args.episodes,
+        args.contexts,
+        args.k,
+        horizons,
+        args.seed,
+        args.batch_size,
+        progress=True,
     )
     out = Path(args.out) if args.out else Path(args.world_model) / "eval_world_model.json"
     atomic_write_json(out, report)

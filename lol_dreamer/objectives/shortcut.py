@@ -37,6 +37,7 @@ __all__ = [
     "LossOutput",
     "ShortcutConfig",
     "ShortcutObjective",
+    "context_prefix",
     "model_latents",
     "ramp_weight",
     "sample_levels",
@@ -59,6 +60,10 @@ class ShortcutConfig:
             the model's ``context`` so the windowed time attention is exercised.
         flow_frac: probability of the finest step per frame (None: k uniform over the grid; see
             :func:`sample_levels`).
+        context_frac: fraction of the (non-independent) sequences whose frames before a random cut
+            are set to the sampler's context level τ_ctx (flow term), so the frame after the cut is
+            predicted from nearly clean history exactly as in generation (see
+            :func:`context_prefix`). 0 = pure diffusion forcing, DreamerV4's choice.
     """
 
     k_max: int = 64
@@ -66,6 +71,13 @@ class ShortcutConfig:
     short_len: int | None = None
     long_len: int | None = None
     flow_frac: float | None = None
+    context_frac: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.context_frac <= 1.0:
+            raise ValueError(
+                f"context_frac must be a probability in [0, 1], got {self.context_frac}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +132,48 @@ def sample_levels(
     k = 2**step_idx
     j = (torch.rand(shape, generator=generator, device=device) * k).long().clamp(max=k - 1)
     return j * (k_max // k), step_idx
+
+
+def context_prefix(
+    tau_idx: Tensor,
+    step_idx: Tensor,
+    frac: float,
+    k_max: int,
+    eligible: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Give a fraction of the sequences a nearly clean history, as the sampler's context has.
+
+    With probability ``frac`` a sequence draws a cut ``c`` uniform in ``{1, …, t − 1}``; its frames
+    before ``c`` get τ_ctx (the grid point nearest 0.9, the level generated frames enter the cache
+    at) and the finest step d_min, and the frames from ``c`` on keep their diffusion-forcing levels.
+    Under independent levels alone the frame before a noisy one is itself noisy most of the time,
+    so the case generation meets at every step (clean history, noisy next frame, the action in
+    between deciding where things move) is rare in training; this makes it common.
+
+    Args:
+        tau_idx, step_idx: ``[b, t]`` long levels from :func:`sample_levels`.
+        frac: probability per sequence.
+        k_max: finest step count.
+        eligible: ``[b]`` bool; sequences that may get a prefix (None = all).
+    Returns:
+        New ``(tau_idx, step_idx)``.
+    """
+    b, t = tau_idx.shape
+    if frac <= 0.0 or t < 2:
+        return tau_idx, step_idx
+    dev = tau_idx.device
+    pick = torch.rand(b, generator=generator, device=dev) < frac
+    if eligible is not None:
+        pick = pick & eligible
+    cut = torch.randint(1, t, (b,), generator=generator, device=dev)
+    prefix = pick[:, None] & (torch.arange(t, device=dev)[None, :] < cut[:, None])
+    ctx_idx = round(0.9 * k_max)
+    step_min = int(math.log2(k_max))
+    return (
+        torch.where(prefix, torch.full_like(tau_idx, ctx_idx), tau_idx),
+        torch.where(prefix, torch.full_like(step_idx, step_min), step_idx),
+    )
 
 
 def sequence_length(step: int, short_len: int, long_len: int) -> int:
@@ -217,7 +271,8 @@ class ShortcutObjective:
     and optionally ``task [B]``. The latents are first put in the model's normalised scale
     (:func:`model_latents`). Per step: alternate short/long sequences, mark
     ``independent_frac`` of the sequences as independent images (their actions are dropped), draw
-    levels and noise, and return :func:`shortcut_loss`.
+    levels (giving ``context_frac`` of the others a clean history, :func:`context_prefix`) and
+    noise, and return :func:`shortcut_loss`.
 
     Example:
         >>> obj = ShortcutObjective(ShortcutConfig(short_len=8, long_len=24))
@@ -267,6 +322,10 @@ class ShortcutObjective:
         tau_idx, step_idx = sample_levels(
             (n, z1.shape[1]), cfg.k_max, device=z1.device, flow_frac=cfg.flow_frac
         )
+        if cfg.context_frac > 0.0:
+            tau_idx, step_idx = context_prefix(
+                tau_idx, step_idx, cfg.context_frac, cfg.k_max, eligible=~independent
+            )
         z0 = torch.randn_like(z1)
         out = shortcut_loss(
             model, z1, z0, tau_idx, step_idx, actions, labeled, task, independent, k_max=cfg.k_max
