@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     split = open_latent_split(args.data, args.tokenizer, args.held_out, args.split_seed)
     tok_cfg, train_set, held = split.tokenizer, split.train, split.held
 
-    overrides = {"context": args.context} if args.context else {}
+    overrides: dict[str, Any] = {"context": args.context} if args.context else {}
+    if getattr(args, "time_every", None):
+        overrides["time_every"] = args.time_every
     if args.resume and (out / "config.json").exists():
         dyn_cfg = DynamicsConfig.from_dict(load_run_config(out)["model"])
     else:

@@ -158,3 +158,12 @@ def test_latents_from_another_tokenizer_are_refused(setup, tmp_path, capsys):
     ]
     assert main([*argv, "--steps", "1", *ARGS]) == 1
     assert "have no latents" in capsys.readouterr().err
+
+
+def test_time_every_and_context_frac_reach_the_run_config(setup, tmp_path):
+    _root, tok, data = setup
+    out = tmp_path / "wm"
+    _train(data, tok, out, 1, "--time-every", "4", "--context-frac", "0.5")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["time_every"] == 4 and cfg["model"]["depth"] == 4  # test preset: 2 → 4
+    assert cfg["objective"]["context_frac"] == 0.5

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dynamics size: test, nano, tiny, small, medium, large (default %(default)s)",
     )
     a("--context", type=int, default=None, help="context length in frames (default: the preset's)")
+    a(
+        "--time-every",
+        type=int,
+        default=None,
+        help="every N-th layer is a causal time layer (default: the preset's, 4 as in DreamerV4)",
+    )
     a("--seq-len", type=int, default=None, help="long-batch length (default 2 × the context)")
     a(
         "--n-starts",
