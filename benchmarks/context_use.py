@@ -1,13 +1,19 @@
-"""Does a world model read its context? Teacher-forced next-frame error with and without context.
+"""Does a world model read its context and its actions? Teacher-forced next-frame error.
 
 For ``--clips`` windows of ``context`` frames from held-out episodes, the context frames are noised
-to τ_ctx (as the sampler does) and the last frame to a signal level τ; the table gives the mean
-squared error of the model's clean-latent prediction of the last frame, in the model's normalised
-latent units, with the context and with the last frame alone (no context), beside copying the
-previous frame. A model that reads its context beats "no context" at low τ and approaches or beats
-"copy last" at τ = 0.
+to τ_ctx (as the sampler does; ``--tau-ctx`` tries other levels) and the last frame to a signal
+level τ; the table gives the mean squared error of the model's clean-latent prediction of the last
+frame, in the model's normalised latent units, with the context, with the context but every
+window given another window's actions ("shuffled actions"), and with the last frame alone (no
+context), beside copying the previous frame. A model that reads its context beats "no context" at
+low τ and approaches or beats "copy last" at τ = 0; one that follows its actions is worse with
+shuffled ones.
 
-    python benchmarks/context_use.py --world-model RUN/world_model --data DATA --json context.json
+``--per-token`` splits the τ = 0 error over the latent tokens: the half whose value changes least
+from frame to frame ("static": background, towers) and the half that changes most ("moving"), each
+as model error / copy-last error.
+
+    python benchmarks/context_use.py --world-model WM [WM2 ...] --data DATA --json context.json
 """
 
 from __future__ import annotations
@@ -19,11 +25,69 @@ import numpy as np
 import torch
 
 
+def windows(wm, ds, clips: int, t: int, seed: int):
+    """``clips`` random windows of ``t`` frames from the world model's held-out episodes."""
+    from lol_dreamer.models.dynamics import shift_actions
+
+    held = wm.config.get("data", {}).get("held_out_episodes") or []
+    names = [n for n in ds.names if n in held] or ds.names[-1:]
+    rng = np.random.default_rng(seed)
+    zs, acts, labs = [], [], []
+    for i in range(clips):
+        ep = ds[ds.names.index(names[i % len(names)])]
+        if ep.latents is None:
+            raise SystemExit("the dataset has no latents; run `lol-dreamer tokenize` first")
+        s = int(rng.integers(0, len(ep) - t))
+        zs.append(torch.from_numpy(np.array(ep.latents[s : s + t])).float())
+        acts.append(torch.from_numpy(np.array(ep.actions[s : s + t])).long())
+        labs.append(torch.from_numpy(np.array(ep.labeled[s : s + t])).bool())
+    a, lab = shift_actions(torch.stack(acts), torch.stack(labs))
+    return torch.stack(zs), a, lab, len(names)
+
+
+@torch.no_grad()
+def probe(wm, z_raw, a, lab, taus, tau_ctx, seed: int, per_token: bool) -> list[dict]:
+    m = wm.dynamics
+    cfg = m.cfg
+    z = m.normalize_latents(z_raw)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(z.shape, generator=g)
+    step = torch.full(z.shape[:2], cfg.step_idx_min)
+    copy_tok = (z[:, -1] - z[:, -2]).pow(2).mean((0, 2))  # per latent token
+    copy = float(copy_tok.mean())
+    order = copy_tok.argsort()
+    static, moving = order[: len(order) // 2], order[len(order) // 2 :]
+    rows = []
+    for ctx in tau_ctx:
+        for tau_last in taus:
+            tau = torch.full(z.shape[:2], ctx)
+            tau[:, -1] = tau_last
+            tf = (tau.float() / cfg.k_max)[..., None, None]
+            zt = (1 - tf) * noise + tf * z
+            full = m(zt, tau, step, a, lab).z1[:, -1]
+            shuf = m(zt, tau, step, a.roll(1, 0), lab).z1[:, -1]
+            alone = m(zt[:, -1:], tau[:, -1:], step[:, -1:], a[:, -1:], lab[:, -1:]).z1[:, 0]
+            row = {
+                "tau_ctx": ctx / cfg.k_max,
+                "tau": tau_last / cfg.k_max,
+                "mse_with_context": float((full - z[:, -1]).pow(2).mean()),
+                "mse_shuffled_actions": float((shuf - z[:, -1]).pow(2).mean()),
+                "mse_without_context": float((alone - z[:, -1]).pow(2).mean()),
+                "mse_copy_last": copy,
+            }
+            if per_token and tau_last == 0:
+                err_tok = (full - z[:, -1]).pow(2).mean((0, 2))
+                for name, idx in (("static", static), ("moving", moving)):
+                    row[f"ratio_{name}_tokens"] = float(err_tok[idx].mean() / copy_tok[idx].mean())
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--world-model", required=True, help="world-model folder")
+    p.add_argument("--world-model", required=True, nargs="+", help="world-model folder(s)")
     p.add_argument(
         "--data",
         required=True,
@@ -37,66 +101,52 @@ def main() -> None:
         default=[0, 16, 32, 48, 60],
         help="τ grid indices of the last frame",
     )
+    p.add_argument(
+        "--tau-ctx",
+        type=int,
+        nargs="+",
+        default=None,
+        help="τ grid indices of the context frames (default: the model's τ_ctx, 58 of 64)",
+    )
+    p.add_argument("--per-token", action="store_true", help="split the τ = 0 error over tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="write the table here")
+    p.add_argument("--json", default=None, help="write the tables here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     from lol_dreamer.data import open_dataset
     from lol_dreamer.io import atomic_write_json
-    from lol_dreamer.models.dynamics import shift_actions
     from lol_dreamer.world_model import load_world_model
 
-    wm = load_world_model(args.world_model)
-    m = wm.dynamics
-    cfg = m.cfg
-    held = wm.config.get("data", {}).get("held_out_episodes") or []
     ds = open_dataset(args.data)
-    names = [n for n in ds.names if n in held] or ds.names[-1:]
-    rng = np.random.default_rng(args.seed)
-    t = cfg.context
-    zs, acts, labs = [], [], []
-    for i in range(args.clips):
-        ep = ds[ds.names.index(names[i % len(names)])]
-        if ep.latents is None:
-            raise SystemExit(f"{args.data} has no latents; run `lol-dreamer tokenize` first")
-        s = int(rng.integers(0, len(ep) - t))
-        zs.append(torch.from_numpy(np.array(ep.latents[s : s + t])).float())
-        acts.append(torch.from_numpy(np.array(ep.actions[s : s + t])).long())
-        labs.append(torch.from_numpy(np.array(ep.labeled[s : s + t])).bool())
-    z = m.normalize_latents(torch.stack(zs))
-    a, lab = shift_actions(torch.stack(acts), torch.stack(labs))
-    g = torch.Generator().manual_seed(args.seed)
-    noise = torch.randn(z.shape, generator=g)
-    step = torch.full(z.shape[:2], cfg.step_idx_min)
-    copy = float((z[:, -1] - z[:, -2]).pow(2).mean())
-    rows = []
-    t0 = time.perf_counter()
-    for tau_last in args.taus:
-        tau = torch.full(z.shape[:2], cfg.tau_ctx_idx)
-        tau[:, -1] = tau_last
-        tf = (tau.float() / cfg.k_max)[..., None, None]
-        zt = (1 - tf) * noise + tf * z
-        with torch.no_grad():
-            full = m(zt, tau, step, a, lab).z1[:, -1]
-            alone = m(zt[:, -1:], tau[:, -1:], step[:, -1:], a[:, -1:], lab[:, -1:]).z1[:, 0]
-        rows.append({
-            "tau": tau_last / cfg.k_max,
-            "mse_with_context": float((full - z[:, -1]).pow(2).mean()),
-            "mse_without_context": float((alone - z[:, -1]).pow(2).mean()),
-            "mse_copy_last": copy,
-        })  # fmt: skip
-    print(f"{args.world_model}: {len(zs)} windows of {t} frames from {len(names)} held-out episode(s), "
-          f"{time.perf_counter() - t0:.1f} s; MSE in normalised latent units (1.0 = predicting the mean)")  # fmt: skip
-    print("| τ of the predicted frame | with context | without context | copy last frame |")
-    print("|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['tau']:.3f} | {r['mse_with_context']:.4f} | {r['mse_without_context']:.4f} | {r['mse_copy_last']:.4f} |"
+    report = {}
+    for path in args.world_model:
+        wm = load_world_model(path)
+        cfg = wm.dynamics.cfg
+        z, a, lab, n_eps = windows(wm, ds, args.clips, cfg.context, args.seed)
+        t0 = time.perf_counter()
+        rows = probe(
+            wm, z, a, lab, args.taus, args.tau_ctx or [cfg.tau_ctx_idx], args.seed, args.per_token
         )
+        report[path] = rows
+        print(f"\n{path}: {len(z)} windows of {cfg.context} frames from {n_eps} held-out episode(s), "
+              f"{time.perf_counter() - t0:.1f} s; MSE in normalised latent units (1.0 = predicting the mean)")  # fmt: skip
+        print("| τ_ctx | τ of the predicted frame | with context | shuffled actions | without context | copy last frame |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(
+                f"| {r['tau_ctx']:.3f} | {r['tau']:.3f} | {r['mse_with_context']:.4f} | "
+                f"{r['mse_shuffled_actions']:.4f} | {r['mse_without_context']:.4f} | {r['mse_copy_last']:.4f} |"
+            )
+        for r in rows:
+            if "ratio_static_tokens" in r:
+                print(
+                    f"τ_ctx {r['tau_ctx']:.3f}, τ = 0, model / copy-last error: static half of the tokens "
+                    f"{r['ratio_static_tokens']:.2f}, moving half {r['ratio_moving_tokens']:.2f}"
+                )
     if args.json:
-        atomic_write_json(args.json, {"world_model": args.world_model, "rows": rows})
+        atomic_write_json(args.json, {"world_models": args.world_model, "rows": report})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -251,17 +251,65 @@ def held_out_eval(
     return eval_fn
 
 
+@dataclass
+class NextFramePrediction:
+    """One-step predictions of each sequence's last latent (see :func:`predict_next_frame`).
+
+    All ``[B, n, c]`` float, in the model's normalised latent scale.
+    """
+
+    pred: Tensor  # with the true actions
+    pred_shuffled: Tensor  # with the actions of the next sequence in the batch
+    target: Tensor  # the true last latent
+    last: Tensor  # the clean latent before it (the copy-last guess)
+
+
+@torch.no_grad()
+def predict_next_frame(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    generator: torch.Generator,
+    tau_ctx_idx: int | None = None,
+) -> NextFramePrediction | None:
+    """Predict each sequence's last latent in one step from a history at the context level.
+
+    Every frame but the last enters at ``tau_ctx_idx`` (default the sampler's τ_ctx) with fresh
+    noise from ``generator``, the last at τ = 0 with the finest step d_min, so the model's
+    x-prediction is its single best guess of the next frame, the situation of every dreamed
+    frame. Returns None for sequences shorter than 2 frames.
+    """
+    from lol_dreamer.models.dynamics import shift_actions
+    from lol_dreamer.objectives.shortcut import model_latents
+
+    cfg = model.cfg
+    device = next(model.parameters()).device
+    z = model_latents(model, batch["latents"].to(device))
+    b, t = z.shape[:2]
+    if t < 2:
+        return None
+    acts = batch["actions"].to(device).long()
+    lab = batch.get("labeled")
+    lab = torch.ones(b, t, dtype=torch.bool) if lab is None else lab.bool()
+    acts, lab = shift_actions(acts, lab.to(device))
+    tau = torch.full((b, t), cfg.tau_ctx_idx if tau_ctx_idx is None else tau_ctx_idx, device=device)
+    tau[:, -1] = 0
+    tf = (tau.float() / cfg.k_max)[..., None, None]
+    z_in = (1 - tf) * torch.randn(z.shape, generator=generator).to(device) + tf * z
+    st = torch.full((b, t), cfg.step_idx_min, device=device)
+    pred = model(z_in, tau, st, acts, lab).z1[:, -1].float()
+    shuf = model(z_in, tau, st, acts.roll(1, 0), lab).z1[:, -1].float()
+    return NextFramePrediction(pred, shuf, z[:, -1].float(), z[:, -2].float())
+
+
 def next_frame_eval(
     batches: list[dict[str, torch.Tensor]],
     seed: int = 4321,
     prefix: str = "",
+    tau_ctx_idx: int | None = None,
 ) -> Callable[[nn.Module, int], dict[str, float]]:
-    """An ``eval_fn`` for a dynamics model: predict each held-out sequence's last latent in one step.
-
-    Every frame but the last enters at the sampler's context level τ_ctx (fresh noise), the last at
-    τ = 0 with the finest step d_min: the model's x-prediction is its best single guess of the next
-    frame from a clean history, the situation of every dreamed frame. Errors are mean squared
-    errors in the model's normalised latent scale (unit variance per entry):
+    """An ``eval_fn`` for a dynamics model: predict each held-out sequence's last latent in one step
+    (:func:`predict_next_frame`) and compare with copying the last latent. Mean squared errors in
+    the model's normalised latent scale (unit variance per entry):
 
     - ``next_frame_mse``: the model's prediction with the true actions;
     - ``next_frame_mse_shuffled``: with each sequence's actions rolled to the next sequence;
@@ -273,40 +321,22 @@ def next_frame_eval(
             ``labeled`` in stored alignment.
         seed: seed of the context noise (the same at every evaluation).
         prefix: prepended to every returned name.
+        tau_ctx_idx: the history's signal level on the τ grid (default the sampler's τ_ctx).
     """
-    from lol_dreamer.models.dynamics import shift_actions
-    from lol_dreamer.objectives.shortcut import model_latents
 
     def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
-        cfg = model.cfg
-        device = next(model.parameters()).device
         g = torch.Generator(device="cpu").manual_seed(seed)
         sums = {"next_frame_mse": 0.0, "next_frame_mse_shuffled": 0.0, "copy_last_mse": 0.0}
         n = 0
-        with torch.no_grad():
-            for batch in batches:
-                z = model_latents(model, batch["latents"].to(device))
-                b, t = z.shape[:2]
-                if t < 2:
-                    continue
-                acts = batch["actions"].to(device).long()
-                lab = batch.get("labeled")
-                lab = torch.ones(b, t, dtype=torch.bool) if lab is None else lab.bool()
-                acts, lab = shift_actions(acts, lab.to(device))
-                tau = torch.full((b, t), cfg.tau_ctx_idx, device=device)
-                tau[:, -1] = 0
-                tf = (tau.float() / cfg.k_max)[..., None, None]
-                noise = torch.randn(z.shape, generator=g).to(device)
-                z_in = (1 - tf) * noise + tf * z
-                st = torch.full((b, t), cfg.step_idx_min, device=device)
-                for name, a in (
-                    ("next_frame_mse", acts),
-                    ("next_frame_mse_shuffled", acts.roll(1, 0)),
-                ):
-                    pred = model(z_in, tau, st, a, lab).z1[:, -1].float()
-                    sums[name] += float((pred - z[:, -1]).pow(2).mean()) * b
-                sums["copy_last_mse"] += float((z[:, -2] - z[:, -1]).pow(2).mean()) * b
-                n += b
+        for batch in batches:
+            p = predict_next_frame(model, batch, g, tau_ctx_idx)
+            if p is None:
+                continue
+            b = p.target.shape[0]
+            sums["next_frame_mse"] += float((p.pred - p.target).pow(2).mean()) * b
+            sums["next_frame_mse_shuffled"] += float((p.pred_shuffled - p.target).pow(2).mean()) * b
+            sums["copy_last_mse"] += float((p.last - p.target).pow(2).mean()) * b
+            n += b
         res = {k: v / max(n, 1) for k, v in sums.items()}
         res["next_frame_ratio"] = res["next_frame_mse"] / max(res["copy_last_mse"], 1e-12)
         return {f"{prefix}{k}": v for k, v in res.items()}
