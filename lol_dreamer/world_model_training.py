@@ -227,22 +227,30 @@ def held_out_eval(
             x = float(v.detach().float() if isinstance(v, torch.Tensor) else v)
             sums[name] = sums.get(name, 0.0) + x
 
+        def rng_state() -> tuple[Tensor, list[Tensor]]:  # the draws on CPU and on the device
+            return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+        def set_rng_state(state: tuple[Tensor, list[Tensor]]) -> None:
+            torch.set_rng_state(state[0])
+            for d, st in zip(devices, state[1], strict=True):
+                torch.cuda.set_rng_state(st, d)
+
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             for i, batch in enumerate(batches):
                 b = {
                     k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
                 }
-                before = torch.get_rng_state()
+                before = rng_state()
                 out = objective(model, b, i)
                 for k, v in {"loss": out.loss, **out.terms}.items():
                     add(k, v)
                 if shuffled_actions and b.get("actions") is not None and len(b["actions"]) > 1:
-                    after = torch.get_rng_state()
-                    torch.set_rng_state(before)  # the same levels and noise, other actions
+                    after = rng_state()
+                    set_rng_state(before)  # the same levels and noise, other actions
                     shuf = objective(model, {**b, "actions": b["actions"].roll(1, 0)}, i)
                     add("flow_shuffled", shuf.terms["flow"])
-                    torch.set_rng_state(after)
+                    set_rng_state(after)
         res = {k: v / max(1, len(batches)) for k, v in sums.items()}
         if "flow_shuffled" in res and res.get("flow", 0.0) > 0.0:
             res["action_gain"] = res["flow_shuffled"] / res["flow"] - 1.0
