@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 
-def windows(wm, ds, clips: int, t: int, seed: int):
-    """``clips`` random windows of ``t`` frames from the world model's held-out episodes."""
-    from lol_dreamer.models.dynamics import shift_actions
-
+def windows(wm, ds, clips: int, t: int, seed: int) -> tuple[dict[str, torch.Tensor], int]:
+    """``clips`` random windows of ``t`` frames from the world model's held-out episodes, as a
+    batch in stored alignment, and the number of episodes they come from."""
     held = wm.config.get("data", {}).get("held_out_episodes") or []
     names = [n for n in ds.names if n in held] or ds.names[-1:]
     rng = np.random.default_rng(seed)
@@ -41,43 +40,46 @@ def windows(wm, ds, clips: int, t: int, seed: int):
         zs.append(torch.from_numpy(np.array(ep.latents[s : s + t])).float())
         acts.append(torch.from_numpy(np.array(ep.actions[s : s + t])).long())
         labs.append(torch.from_numpy(np.array(ep.labeled[s : s + t])).bool())
-    a, lab = shift_actions(torch.stack(acts), torch.stack(labs))
-    return torch.stack(zs), a, lab, len(names)
+    batch = {"latents": torch.stack(zs), "actions": torch.stack(acts), "labeled": torch.stack(labs)}
+    return batch, len(names)
 
 
 @torch.no_grad()
-def probe(wm, z_raw, a, lab, taus, tau_ctx, seed: int, per_token: bool) -> list[dict]:
+def probe(wm, batch, taus, tau_ctx, seed: int, per_token: bool) -> list[dict]:
+    from lol_dreamer.models.dynamics import shift_actions
+    from lol_dreamer.world_model_training import predict_next_frame
+
     m = wm.dynamics
     cfg = m.cfg
-    z = m.normalize_latents(z_raw)
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(z.shape, generator=g)
-    step = torch.full(z.shape[:2], cfg.step_idx_min)
-    copy_tok = (z[:, -1] - z[:, -2]).pow(2).mean((0, 2))  # per latent token
-    copy = float(copy_tok.mean())
-    order = copy_tok.argsort()
-    static, moving = order[: len(order) // 2], order[len(order) // 2 :]
+    a, lab = shift_actions(batch["actions"], batch["labeled"])
+    noise = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(seed))
+    step = torch.full((len(a), 1), cfg.step_idx_min)
     rows = []
     for ctx in tau_ctx:
         for tau_last in taus:
-            tau = torch.full(z.shape[:2], ctx)
-            tau[:, -1] = tau_last
-            tf = (tau.float() / cfg.k_max)[..., None, None]
-            zt = (1 - tf) * noise + tf * z
-            full = m(zt, tau, step, a, lab).z1[:, -1]
-            shuf = m(zt, tau, step, a.roll(1, 0), lab).z1[:, -1]
-            alone = m(zt[:, -1:], tau[:, -1:], step[:, -1:], a[:, -1:], lab[:, -1:]).z1[:, 0]
+            # the same noise for every row: predict_next_frame draws it from the same seed
+            p = predict_next_frame(m, batch, torch.Generator().manual_seed(seed), ctx, tau_last)
+            tl = tau_last / cfg.k_max
+            last_in = ((1 - tl) * noise[:, -1] + tl * p.target)[:, None]
+            tau1 = torch.full((len(a), 1), tau_last)
+            alone = m(last_in, tau1, step, a[:, -1:], lab[:, -1:]).z1[:, 0]
+            copy_tok = (p.target - p.last).pow(2).mean((0, 2))  # per latent token
             row = {
                 "tau_ctx": ctx / cfg.k_max,
-                "tau": tau_last / cfg.k_max,
-                "mse_with_context": float((full - z[:, -1]).pow(2).mean()),
-                "mse_shuffled_actions": float((shuf - z[:, -1]).pow(2).mean()),
-                "mse_without_context": float((alone - z[:, -1]).pow(2).mean()),
-                "mse_copy_last": copy,
+                "tau": tl,
+                "mse_with_context": float((p.pred - p.target).pow(2).mean()),
+                "mse_shuffled_actions": float((p.pred_shuffled - p.target).pow(2).mean()),
+                "mse_without_context": float((alone - p.target).pow(2).mean()),
+                "mse_copy_last": float(copy_tok.mean()),
             }
             if per_token and tau_last == 0:
-                err_tok = (full - z[:, -1]).pow(2).mean((0, 2))
-                for name, idx in (("static", static), ("moving", moving)):
+                # the half of the tokens that change least from frame to frame, and the rest
+                order = copy_tok.argsort()
+                err_tok = (p.pred - p.target).pow(2).mean((0, 2))
+                for name, idx in (
+                    ("static", order[: len(order) // 2]),
+                    ("moving", order[len(order) // 2 :]),
+                ):
                     row[f"ratio_{name}_tokens"] = float(err_tok[idx].mean() / copy_tok[idx].mean())
             rows.append(row)
     return rows
@@ -124,13 +126,13 @@ def main() -> None:
     for path in args.world_model:
         wm = load_world_model(path)
         cfg = wm.dynamics.cfg
-        z, a, lab, n_eps = windows(wm, ds, args.clips, cfg.context, args.seed)
+        batch, n_eps = windows(wm, ds, args.clips, cfg.context, args.seed)
         t0 = time.perf_counter()
         rows = probe(
-            wm, z, a, lab, args.taus, args.tau_ctx or [cfg.tau_ctx_idx], args.seed, args.per_token
+            wm, batch, args.taus, args.tau_ctx or [cfg.tau_ctx_idx], args.seed, args.per_token
         )
         report[path] = rows
-        print(f"\n{path}: {len(z)} windows of {cfg.context} frames from {n_eps} held-out episode(s), "
+        print(f"\n{path}: {len(batch['latents'])} windows of {cfg.context} frames from {n_eps} held-out episode(s), "
               f"{time.perf_counter() - t0:.1f} s; MSE in normalised latent units (1.0 = predicting the mean)")  # fmt: skip
         print("| τ_ctx | τ of the predicted frame | with context | shuffled actions | without context | copy last frame |")  # fmt: skip
         print("|---:|---:|---:|---:|---:|---:|")

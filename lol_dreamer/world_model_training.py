@@ -278,13 +278,15 @@ def predict_next_frame(
     batch: dict[str, Tensor],
     generator: torch.Generator,
     tau_ctx_idx: int | None = None,
+    tau_last_idx: int = 0,
 ) -> NextFramePrediction | None:
     """Predict each sequence's last latent in one step from a history at the context level.
 
     Every frame but the last enters at ``tau_ctx_idx`` (default the sampler's τ_ctx) with fresh
-    noise from ``generator``, the last at τ = 0 with the finest step d_min, so the model's
-    x-prediction is its single best guess of the next frame, the situation of every dreamed
-    frame. Returns None for sequences shorter than 2 frames.
+    noise from ``generator`` (one ``randn`` of the latents' shape), the last at ``tau_last_idx``
+    (default 0, pure noise) with the finest step d_min; at τ = 0 the model's x-prediction is its
+    single best guess of the next frame, the situation of every dreamed frame. Returns None for
+    sequences shorter than 2 frames.
     """
     from lol_dreamer.models.dynamics import shift_actions
     from lol_dreamer.objectives.shortcut import model_latents
@@ -300,7 +302,7 @@ def predict_next_frame(
     lab = torch.ones(b, t, dtype=torch.bool) if lab is None else lab.bool()
     acts, lab = shift_actions(acts, lab.to(device))
     tau = torch.full((b, t), cfg.tau_ctx_idx if tau_ctx_idx is None else tau_ctx_idx, device=device)
-    tau[:, -1] = 0
+    tau[:, -1] = tau_last_idx
     tf = (tau.float() / cfg.k_max)[..., None, None]
     z_in = (1 - tf) * torch.randn(z.shape, generator=generator).to(device) + tf * z
     st = torch.full((b, t), cfg.step_idx_min, device=device)
