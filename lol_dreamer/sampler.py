@@ -41,7 +41,7 @@ from torch import Tensor
 
 from lol_dreamer.actions import ACTION_DIM
 from lol_dreamer.kv_cache import KVCache
-from lol_dreamer.models.dynamics import DynamicsModel, shift_actions
+from lol_dreamer.models.dynamics import DynamicsModel, FilterState, shift_actions
 
 _PAD_POS = -(10**9)  # position of left padding in the uncached history: outside every window
 
@@ -66,6 +66,8 @@ class SamplerState:
         cache: the time-layer cache (cached path) or None.
         history: the stored noisy context (uncached path) or None.
         agent: agent-token features ``[N, S_g, dim]`` of the last written frame, or None.
+        filter_state: ``kalman_skip`` models, cached path: the latent filter's state after the
+            last written frame (``(mean, var)``, each ``[N, n_z, d_z]``); None before the first.
     """
 
     pos: Tensor
@@ -73,6 +75,7 @@ class SamplerState:
     cache: KVCache | None
     history: _History | None
     agent: Tensor | None = None
+    filter_state: FilterState | None = None
 
     @property
     def n_streams(self) -> int:
@@ -238,7 +241,9 @@ class Sampler:
                     cache=state.cache,
                     positions=positions,
                     window=self.context,
+                    filter_state=state.filter_state,
                 )
+            state.filter_state = out.filter_state
             return None if out.agent is None else out.agent[:, -1].float()
         h = state.history
         assert h is not None
@@ -251,6 +256,18 @@ class Sampler:
         if not self.model.cfg.n_agent:
             return None
         return self._uncached_pass(state, None, None, None, None, None)[1]
+
+    def _filter_before(
+        self, h: _History, first: int, next_pos: Tensor | None
+    ) -> FilterState | None:
+        """Uncached path: the latent filter's state after history frame ``first − 1`` (the frame
+        before the recomputed window), or None when there is none or the model has no filter."""
+        if first == 0 or not self.model.cfg.kalman_skip or next_pos is None:
+            return None
+        tau = torch.full(h.pos[:, :first].shape, self.tau_ctx_idx, device=self.device)
+        _, _, (m, p) = self.model.filter_latents(h.z[:, :first], tau, h.pos[:, :first])
+        broken = (h.pos[:, first - 1] != next_pos - 1)[:, None, None]
+        return torch.where(broken, 0.0, m), torch.where(broken, 1.0, p)
 
     def _uncached_pass(
         self,
@@ -270,6 +287,7 @@ class Sampler:
         first = 0 if w is None else max(0, length - (w - (x is not None)))
         z, a, lb, p = h.z[:, first:], h.actions[:, first:], h.labeled[:, first:], h.pos[:, first:]
         n, t = z.shape[:2]
+        before = self._filter_before(h, first, p[:, 0] if t else pos)
         tau, step = self._labels(n, t, self.tau_ctx_idx, self.model.cfg.step_idx_min)
         if x is not None:
             assert act is not None and lab is not None and tau_idx is not None and pos is not None
@@ -283,8 +301,9 @@ class Sampler:
             tau, step = torch.cat((tau, tn), 1), torch.cat((step, sn), 1)
         with self._autocast():
             out = self.model(
-                z, tau, step, a, lb, state.task, positions=p, window=self.context, reuse=reuse
-            )
+                z, tau, step, a, lb, state.task, positions=p, window=self.context, reuse=reuse,
+                filter_state=before,
+            )  # fmt: skip
         agent = None if out.agent is None else out.agent[:, -1].float()
         return out.z1[:, -1].float(), agent
 
@@ -352,6 +371,7 @@ class Sampler:
                         positions=pos1,
                         window=self.context,
                         reuse=reuse,
+                        filter_state=state.filter_state,
                     )
                 z1 = out.z1[:, 0]
                 z1 = z1 if z1.dtype == torch.float32 else z1.float()
@@ -409,6 +429,18 @@ class Sampler:
                 )
             state.task[idx] = sub.task
         state.pos[idx] = sub.pos
+        if state.filter_state is not None or sub.filter_state is not None:
+            # restarted streams continue from their new context; (0, 1) is "no earlier frame"
+            if state.filter_state is None:
+                shape = (state.n_streams, self.model.cfg.n_z, self.model.cfg.d_z)
+                m, p = torch.zeros(shape, device=self.device), torch.ones(shape, device=self.device)
+            else:
+                m, p = (x.clone() for x in state.filter_state)
+            if sub.filter_state is None:  # an empty restart: no earlier frame
+                m[idx], p[idx] = 0.0, 1.0
+            else:
+                m[idx], p[idx] = sub.filter_state
+            state.filter_state = (m, p)
         if self.use_cache:
             assert state.cache is not None and sub.cache is not None
             state.cache.replace_streams(idx, sub.cache)

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lol_dreamer.checkpoint import load_run_config
     from lol_dreamer.data import SequenceSampler
-    from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel, latent_stats
+    from lol_dreamer.models.dynamics import DynamicsConfig, DynamicsModel, latent_rho, latent_stats
     from lol_dreamer.objectives.shortcut import ShortcutConfig, ShortcutObjective
     from lol_dreamer.training import train
     from lol_dreamer.training.config import TrainConfig
@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"context": args.context} if args.context else {}
     if getattr(args, "time_every", None):
         overrides["time_every"] = args.time_every
+    if getattr(args, "kalman_skip", None):
+        overrides["kalman_skip"] = args.kalman_skip == "on"
     if args.resume and (out / "config.json").exists():
         dyn_cfg = DynamicsConfig.from_dict(load_run_config(out)["model"])
     else:
@@ -171,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the initial weights depend on --seed only
     model = DynamicsModel(dyn_cfg)
     # The model trains on normalised latents (models/dynamics.py); --resume restores the same stats.
-    model.set_latent_stats(*latent_stats([ep.latents for ep in train_set]))
+    mean, std = latent_stats([ep.latents for ep in train_set])
+    rho = latent_rho([ep.latents for ep in train_set], mean, std) if dyn_cfg.kalman_skip else None
+    model.set_latent_stats(mean, std, rho)
     eval_fn = combine_evals(
         held_out_eval(objective, eval_batches, shuffled_actions=True),
         next_frame_eval(eval_batches),

@@ -15,7 +15,15 @@ def _model(name: str = "test", **kw) -> DynamicsModel:
     torch.manual_seed(0)
     if name == "test":
         kw = {"n_z": 8, "d_z": 4, **kw}
-    return DynamicsModel(DynamicsConfig.preset(name, **kw)).eval()
+    model = DynamicsModel(DynamicsConfig.preset(name, **kw)).eval()
+    if model.cfg.kalman_skip:  # a real frame-to-frame correlation, so the filter matters
+        cfg = model.cfg
+        rho = torch.rand(cfg.n_z, cfg.d_z, generator=torch.Generator().manual_seed(5))
+        model.set_latent_stats(torch.zeros(cfg.n_z, cfg.d_z), torch.ones(cfg.n_z, cfg.d_z), rho)
+    return model
+
+
+KALMAN = pytest.mark.parametrize("kalman", [False, True], ids=["plain", "kalman"])
 
 
 def _actions(n: int, t: int, seed: int = 0) -> torch.Tensor:
@@ -48,8 +56,9 @@ def _run(
     return torch.stack(frames, 1), feats, state
 
 
-def test_cached_equals_uncached_nano():
-    model = _model("nano")
+@KALMAN
+def test_cached_equals_uncached_nano(kalman):
+    model = _model("nano", kalman_skip=kalman)
     cfg = model.cfg
     ctx = torch.randn(2, 3, cfg.n_z, cfg.d_z).tanh()
     ctx_act, acts = _actions(2, 3, 1), _actions(2, 8, 2)
@@ -60,10 +69,11 @@ def test_cached_equals_uncached_nano():
     assert cached[:, 1:].sub(cached[:, :-1]).abs().max() > 1e-2  # frames actually differ
 
 
-def test_cached_equals_full_recompute_beyond_the_window():
+@KALMAN
+def test_cached_equals_full_recompute_beyond_the_window(kalman):
     # Context 4, 14 frames: the cache evicts; recomputing the whole history with the same windowed
     # attention must still agree, for every stream and for the agent features.
-    model = _model(context=4, n_agent=2)
+    model = _model(context=4, n_agent=2, kalman_skip=kalman)
     ctx = torch.randn(3, 2, 8, 4).tanh()
     task = torch.tensor([0, 1, 2])
     kw = dict(n_frames=14, ctx=ctx, ctx_act=_actions(3, 2), acts=_actions(3, 14, 3), task=task)
@@ -74,11 +84,27 @@ def test_cached_equals_full_recompute_beyond_the_window():
     assert fc[0].shape == (3, 2, model.cfg.dim)
 
 
-def test_cached_equals_uncached_from_pure_noise():
-    model = _model()
+@KALMAN
+def test_cached_equals_uncached_from_pure_noise(kalman):
+    model = _model(kalman_skip=kalman)
     cached, _, _ = _run(model, True, n_frames=5, n_streams=2)
     uncached, _, _ = _run(model, False, n_frames=5, n_streams=2)
     assert (cached - uncached).abs().max() <= 1e-4
+
+
+def test_windowed_recompute_carries_the_latent_filter():
+    """The uncached path recomputes only the last ``context`` frames, but the latent filter runs
+    over the whole history: with the network's output zeroed the frames come from the filter
+    alone, so the windowed reference equals the cached path far beyond the window."""
+    model = _model(context=3, kalman_skip=True)
+    with torch.no_grad():
+        model.z_out.weight.zero_()
+        model.z_out.bias.zero_()
+    kw = dict(n_frames=9, ctx=torch.randn(2, 4, 8, 4).tanh(), ctx_act=_actions(2, 4))
+    cached, _, state = _run(model, True, **kw)
+    windowed, _, _ = _run(model, False, window="context", **kw)
+    assert (cached - windowed).abs().max() <= 1e-5
+    assert state.filter_state[0].shape == (2, 8, 4)
 
 
 def test_cache_bounded_and_positions_monotone():
@@ -136,8 +162,9 @@ def test_context_is_noised_the_way_it_is_labelled():
     assert bool((tau == 58).all()) and bool((step == 6).all())
 
 
-def test_partial_reset():
-    model = _model(context=6)
+@KALMAN
+def test_partial_reset(kalman):
+    model = _model(context=6, kalman_skip=kalman)
     ctx, new_ctx = torch.randn(2, 3, 8, 4), torch.randn(1, 2, 8, 4)
     acts = _actions(2, 10, 4)
     mask = torch.tensor([True, False])

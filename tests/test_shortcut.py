@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
@@ -446,3 +447,114 @@ def test_next_frame_eval_scores_one_step_predictions_against_copying():
     assert first == again  # the same context noise at every evaluation
     assert first["next_frame_mse_shuffled"] != first["next_frame_mse"]  # a real model reads actions
     assert {"x/next_frame_ratio", "next_frame_ratio"} <= set(first)
+
+
+def test_latent_filter_is_the_linear_optimum_over_the_history():
+    """The Kalman skip of frame t is the least-squares estimate of x_t from all noisy frames up to t
+    under the AR(1) model, its variance the residual; with no earlier frame (or ρ = 0) it is the
+    one-frame preconditioning; a filter run in two pieces equals one run."""
+    from lol_dreamer.models.dynamics import filter_latents, precondition_coefficients
+
+    g = torch.Generator().manual_seed(1)
+    n, t = 200_000, 4
+    taus = torch.tensor([58 / 64, 0.25, 58 / 64, 0.0])
+    for rho in (0.0, 0.5, 0.97):
+        x = [torch.randn(n, generator=g)]
+        for _ in range(t - 1):
+            x.append(rho * x[-1] + (1 - rho**2) ** 0.5 * torch.randn(n, generator=g))
+        xs = torch.stack(x, 1)  # n t
+        zt = (1 - taus) * torch.randn(n, t, generator=g) + taus * xs
+        mean, var, _ = filter_latents(
+            zt[:, :, None, None], taus.expand(n, t), torch.full((1, 1), rho)
+        )
+        for i in range(t):
+            best = torch.linalg.lstsq(zt[:, : i + 1], xs[:, i : i + 1]).solution
+            ls = (zt[:, : i + 1] @ best).flatten()
+            assert float((mean[:, i, 0, 0] - ls).pow(2).mean()) < 1e-3
+            resid = float((mean[:, i, 0, 0] - xs[:, i]).pow(2).mean())
+            assert abs(resid - float(var[0, i, 0, 0])) < 0.01
+        c_skip, c_out = precondition_coefficients(taus[0])
+        torch.testing.assert_close(mean[:, 0, 0, 0], c_skip * zt[:, 0])
+        torch.testing.assert_close(var[0, 0, 0, 0], c_out.square())
+        if rho == 0.0:
+            c_skip, c_out = precondition_coefficients(taus)
+            torch.testing.assert_close(mean[..., 0, 0], c_skip * zt)
+        _, _, st = filter_latents(
+            zt[:, :2, None, None], taus[:2].expand(n, 2), torch.full((1, 1), rho)
+        )
+        m2, v2, _ = filter_latents(
+            zt[:, 2:, None, None], taus[2:].expand(n, 2), torch.full((1, 1), rho), state=st
+        )
+        torch.testing.assert_close(m2, mean[:, 2:])
+        torch.testing.assert_close(v2, var[:, 2:])
+
+
+def test_latent_rho_recovers_the_frame_to_frame_correlation():
+    from lol_dreamer.models.dynamics import latent_rho
+
+    g = torch.Generator().manual_seed(2)
+    rho = torch.tensor([[0.0, 0.5], [0.9, 0.99]])
+    eps = []
+    for length in (3000, 2000):
+        z = [torch.randn(2, 2, generator=g)]
+        for _ in range(length - 1):
+            z.append(rho * z[-1] + (1 - rho**2).sqrt() * torch.randn(2, 2, generator=g))
+        eps.append(torch.stack(z) * 3.0 + 1.0)  # any scale: rho is measured after normalising
+    mean, std = torch.full((2, 2), 1.0), torch.full((2, 2), 3.0)
+    torch.testing.assert_close(latent_rho(eps, mean, std), rho, atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="consecutive"):
+        latent_rho([torch.zeros(1, 2, 2)], mean, std)
+
+
+def test_kalman_skip_model_starts_at_the_filtered_estimate():
+    """With its output layer zeroed, a kalman_skip model returns exactly the filtered estimate:
+    each frame continues the filter from the frame before it, a gap in positions or an independent
+    sequence starts afresh, a given ``filter_state`` feeds the first frame, and the output carries
+    the state after the last frame."""
+    from lol_dreamer.models.dynamics import filter_latents
+
+    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4, kalman_skip=True)
+    model = DynamicsModel(cfg).eval()
+    rho = torch.rand(4, 4) * 0.99
+    model.set_latent_stats(torch.zeros(4, 4), torch.ones(4, 4), rho)
+    torch.testing.assert_close(model.latent_rho, rho)
+    with torch.no_grad():
+        model.z_out.weight.zero_()
+        model.z_out.bias.zero_()
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 4, 4, 4, generator=g)
+    tau = torch.tensor([[58, 58, 20, 0], [10, 40, 58, 0]])
+    tf = tau.float() / 64
+    step = torch.full((2, 4), cfg.step_idx_min)
+    pos = torch.tensor([[0, 1, 2, 3], [0, 1, 5, 6]])  # sequence 1 has a gap before frame 2
+    with torch.no_grad():
+        out = model(z, tau, step, positions=pos)
+        ind = model(z, tau, step, positions=pos, independent=torch.tensor([True, False])).z1
+    m0, _, st0 = filter_latents(z[:1], tf[:1], rho)
+    torch.testing.assert_close(out.z1[:1], m0)
+    m1a, _, _ = filter_latents(z[1:, :2], tf[1:, :2], rho)
+    m1b, _, st1 = filter_latents(z[1:, 2:], tf[1:, 2:], rho)  # the gap: a fresh filter
+    torch.testing.assert_close(out.z1[1:], torch.cat((m1a, m1b), 1))
+    torch.testing.assert_close(out.filter_state[0], torch.cat((st0[0], st1[0])))
+    torch.testing.assert_close(out.filter_state[1], torch.cat((st0[1], st1[1])))
+    mi, _, _ = filter_latents(z[:1], tf[:1], rho, reset=torch.ones(1, 4, dtype=torch.bool))
+    torch.testing.assert_close(ind[:1], mi)
+    torch.testing.assert_close(ind[1:], out.z1[1:])
+    # continuing from a state = running the filter over the longer sequence
+    with torch.no_grad():
+        later = model(
+            z[:, 2:],
+            tau[:, 2:],
+            step[:, 2:],
+            positions=pos[:, 2:],
+            filter_state=model(z[:, :2], tau[:, :2], step[:, :2]).filter_state,
+        ).z1
+    torch.testing.assert_close(later[:1], out.z1[:1, 2:])
+    # a rho of 0 is the one-frame preconditioned model
+    plain = DynamicsModel(DynamicsConfig.from_dict({**cfg.to_dict(), "kalman_skip": False}))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "latent_rho"})
+    model.set_latent_stats(torch.zeros(4, 4), torch.ones(4, 4), torch.zeros(4, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, tau, step).z1, plain(z, tau, step).z1)
+    with pytest.raises(ValueError, match="precondition"):
+        DynamicsConfig.preset("test", n_z=4, d_z=4, precondition=False, kalman_skip=True)

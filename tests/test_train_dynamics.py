@@ -167,3 +167,26 @@ def test_time_every_and_context_frac_reach_the_run_config(setup, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["time_every"] == 4 and cfg["model"]["depth"] == 4  # test preset: 2 → 4
     assert cfg["objective"]["context_frac"] == 0.5
+
+
+def test_kalman_skip_stores_the_measured_frame_correlation(setup, tmp_path):
+    """``--kalman-skip on``: the run config says so and the weights carry the per-entry frame-to-frame
+    correlation measured on the training latents; the saved world model rolls out and resumes."""
+    from lol_dreamer.checkpoint import load_state_dict_file
+    from lol_dreamer.models.dynamics import latent_rho, latent_stats
+    from lol_dreamer.world_model_training import open_latent_split
+
+    _root, tok, data = setup
+    out = tmp_path / "wm"
+    _train(data, tok, out, 2, "--kalman-skip", "on")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["kalman_skip"] is True
+    rho = load_state_dict_file(out / "model.safetensors")["latent_rho"]
+    d = cfg["data"]
+    split = open_latent_split(data, tok, d["held_out"], d["split_seed"])
+    eps = [ep.latents for ep in split.train]
+    want = latent_rho(eps, *latent_stats(eps)).clamp(0, 0.999)  # a fresh measurement agrees
+    torch.testing.assert_close(rho, want)
+    assert float(rho.mean()) > 0.05  # consecutive frames of the toy episodes really correlate
+    _train(data, tok, out, 3, "--resume")
+    assert json.loads((out / "config.json").read_text())["model"]["kalman_skip"] is True

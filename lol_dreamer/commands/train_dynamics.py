@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="every N-th layer is a causal time layer (default: the preset's, 4 as in DreamerV4)",
     )
+    a(
+        "--kalman-skip",
+        choices=("on", "off"),
+        default=None,
+        help="filtered estimate of the latents from all earlier frames as the preconditioning skip "
+        "(DynamicsConfig.kalman_skip; default: the preset's)",
+    )
     a("--seq-len", type=int, default=None, help="long-batch length (default 2 × the context)")
     a(
         "--n-starts",

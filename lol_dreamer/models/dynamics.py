@@ -78,6 +78,14 @@ class DynamicsConfig:
             are unchanged, but a fresh network already returns the best linear estimate of the clean
             latents, so it learns far faster. The presets set it; configs without the key keep the
             plain ``ẑ1 = F`` they were trained with.
+        kalman_skip: extend the preconditioning over time: the skip term becomes the filtered
+            estimate of the clean latents from this frame's *and all earlier frames'* noisy latents,
+            a per-entry Kalman filter under an AR(1) prior whose frame-to-frame correlation
+            ``latent_rho`` is measured on the training latents (:func:`filter_latents`), and
+            ``c_out`` its standard deviation. Consecutive frames are nearly equal, so a fresh
+            network already predicts "the last frames, denoised" and learns only what changes.
+            Needs ``precondition``; the prediction is still the clean latents (x-prediction), the
+            loss is unchanged, and the filter's state travels with the sampler's cache.
     """
 
     n_z: int = 64
@@ -97,8 +105,11 @@ class DynamicsConfig:
     softcap: float = 50.0
     mlp_mult: float = 8 / 3
     precondition: bool = False
+    kalman_skip: bool = False
 
     def __post_init__(self) -> None:
+        if self.kalman_skip and not self.precondition:
+            raise ValueError("kalman_skip extends the preconditioning; set precondition=True too")
         if (self.n_z * self.d_z) % self.s_z:
             raise ValueError(
                 f"n_z*d_z = {self.n_z * self.d_z} must divide into s_z = {self.s_z} spatial tokens; "
@@ -188,6 +199,10 @@ class DynamicsConfig:
         return cls(n_z=n_z, d_z=d_z, **kw)
 
 
+FilterState = tuple[Tensor, Tensor]
+"""Latent filter state ``(mean, var)``, each ``[b, n_z, d_z]`` fp32 (:func:`filter_latents`)."""
+
+
 class TimeCache(Protocol):
     """What the model needs from a key/value cache for its time layers (policy lives elsewhere).
 
@@ -204,11 +219,13 @@ class TimeCache(Protocol):
 
 @dataclass
 class DynamicsOutput:
-    """``z1 [b,t,n,c]`` clean-latent prediction, ``agent [b,t,S_g,d]`` or None, ``hidden [b,t,s,d]``."""
+    """``z1 [b,t,n,c]`` clean-latent prediction, ``agent [b,t,S_g,d]`` or None, ``hidden [b,t,s,d]``;
+    ``filter_state`` is the latent filter's state after the last frame (``kalman_skip`` models)."""
 
     z1: Tensor
     agent: Tensor | None
     hidden: Tensor
+    filter_state: FilterState | None = None
 
 
 def shift_actions(actions: Tensor, labeled: Tensor) -> tuple[Tensor, Tensor]:
@@ -314,10 +331,16 @@ class DynamicsModel(nn.Module):
         # Latent normalisation (module docstring): saved with the weights, identity until set.
         self.register_buffer("latent_mean", torch.zeros(c.n_z, c.d_z))
         self.register_buffer("latent_std", torch.ones(c.n_z, c.d_z))
+        if c.kalman_skip:  # frame-to-frame correlation of the normalised latents; 0 until set
+            self.register_buffer("latent_rho", torch.zeros(c.n_z, c.d_z))
 
     @torch.no_grad()
-    def set_latent_stats(self, mean: Tensor, std: Tensor, min_std: float = 1e-3) -> None:
-        """Store the per-entry latent ``mean``/``std`` ``[n_z, d_z]`` (``std`` floored at ``min_std``)."""
+    def set_latent_stats(
+        self, mean: Tensor, std: Tensor, rho: Tensor | None = None, min_std: float = 1e-3
+    ) -> None:
+        """Store the per-entry latent ``mean``/``std`` ``[n_z, d_z]`` (``std`` floored at ``min_std``)
+        and, for ``kalman_skip`` models, the frame-to-frame correlation ``rho [n_z, d_z]`` of the
+        normalised latents (clamped to [0, 0.999]; None leaves it)."""
         shape = (self.cfg.n_z, self.cfg.d_z)
         if tuple(mean.shape) != shape or tuple(std.shape) != shape:
             raise ValueError(
@@ -327,6 +350,10 @@ class DynamicsModel(nn.Module):
             raise ValueError("latent stats contain NaN or Inf; check the tokenized dataset")
         self.latent_mean.copy_(mean.float())
         self.latent_std.copy_(std.float().clamp_min(min_std))
+        if rho is not None and self.cfg.kalman_skip:
+            if tuple(rho.shape) != shape or not torch.isfinite(rho).all():
+                raise ValueError(f"latent rho must be a finite {list(shape)} tensor")
+            self.latent_rho.copy_(rho.float().clamp(0.0, 0.999))
 
     def normalize_latents(self, z: Tensor) -> Tensor:
         """Tokenizer latents ``[..., n_z, d_z]`` → the model's scale ``(z − mean) / std`` (fp32)."""
@@ -396,6 +423,7 @@ class DynamicsModel(nn.Module):
         independent: Tensor | None = None,
         window: int | None = None,
         reuse: dict[str, Any] | None = None,
+        filter_state: FilterState | None = None,
     ) -> DynamicsOutput:
         """Predict clean latents for every frame.
 
@@ -419,6 +447,10 @@ class DynamicsModel(nn.Module):
                 labels, task, independence and window; e.g. the K denoising passes of one frame):
                 the first call stores there what depends only on those (time mask, time RoPE,
                 action/register/agent tokens) and the others reuse it. Outputs are unchanged.
+            filter_state: ``kalman_skip`` models only: the latent filter's state after the frame
+                just before ``z[:, 0]`` (the ``filter_state`` of the output that entered it, e.g. the
+                last cached frame); None = no earlier frame. Later frames continue the filter from
+                the frame before them when their positions are consecutive.
         Returns:
             :class:`DynamicsOutput`.
         """
@@ -473,12 +505,44 @@ class DynamicsModel(nn.Module):
         h = self.norm(x)
         zo = self.z_out(h[:, :, self.z_slice])  # b t s_z group
         z1 = zo.reshape(b, t, n * ch).view(b, t, n, ch)
-        if cfg.precondition:
+        state_out = None
+        if cfg.kalman_skip:
+            mean, var, state_out = self.filter_latents(
+                z, tau_idx, positions, independent, filter_state
+            )
+            z1 = mean + var.sqrt() * z1.float()  # fp32: the skip carries the fine detail
+        elif cfg.precondition:
             c_skip, c_out = precondition_coefficients(tau_idx.float() / cfg.k_max)
             z1 = c_skip[..., None, None] * z.to(z1.dtype) + c_out[..., None, None] * z1
         agent = h[:, :, self.agent_slice] if cfg.n_agent else None
         assert h.shape[2] == s
-        return DynamicsOutput(z1=z1, agent=agent, hidden=h)
+        return DynamicsOutput(z1=z1, agent=agent, hidden=h, filter_state=state_out)
+
+    def filter_latents(
+        self,
+        z: Tensor,
+        tau_idx: Tensor,
+        positions: Tensor | None = None,
+        independent: Tensor | None = None,
+        state: FilterState | None = None,
+    ) -> tuple[Tensor, Tensor, FilterState]:
+        """The ``kalman_skip`` estimate of every frame's clean latents (:func:`filter_latents`).
+
+        Frame ``i > 0`` continues from frame ``i − 1`` when its position is one more (left padding
+        and restarts break the chain); frame 0 continues from ``state``; independent sequences
+        start afresh at every frame. Returns ``(mean, var) [b, t, n, c]`` and the final state.
+        """
+        b, t = z.shape[:2]
+        reset = torch.zeros(b, t, dtype=torch.bool, device=z.device)
+        if state is None:
+            reset[:, 0] = True
+        if positions is not None and t > 1:
+            pos = positions.expand(b, t) if positions.dim() == 1 else positions
+            reset[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
+        if independent is not None:
+            reset = reset | independent.bool()[:, None]
+        tau = tau_idx.float() / self.cfg.k_max
+        return filter_latents(z, tau, self.latent_rho, reset, state)
 
     def _time_layer(
         self,
@@ -553,6 +617,59 @@ def precondition_coefficients(tau: Tensor) -> tuple[Tensor, Tensor]:
     return tau / norm, (1 - tau) / norm.sqrt()
 
 
+def filter_latents(
+    z: Tensor,
+    tau: Tensor,
+    rho: Tensor,
+    reset: Tensor | None = None,
+    state: FilterState | None = None,
+) -> tuple[Tensor, Tensor, FilterState]:
+    """Per-entry Kalman filter of clean latents from noisy frames (``kalman_skip``).
+
+    Model: unit-variance latents follow ``x_t = ρ·x_{t−1} + √(1 − ρ²)·w_t`` per entry and frame
+    ``t`` is observed as ``z̃_t = τ_t·x_t + (1 − τ_t)·ε_t`` (white ``w``, ``ε``). The filtered mean
+    is the least-squares linear estimate of ``x_t`` from ``z̃_1..z̃_t`` and ``var`` its error
+    variance. With no earlier frame (``reset``) the prior is ``(0, 1)`` and the result is the
+    one-frame preconditioning (:func:`precondition_coefficients`).
+
+    Args:
+        z: ``[b, t, n, c]`` noisy latents (normalised scale).
+        tau: ``[b, t]`` signal levels in [0, 1].
+        rho: ``[n, c]`` frame-to-frame correlation (below 1).
+        reset: ``[b, t]`` bool, True where a frame has no earlier frame (frame 0 also resets when
+            ``state`` is None).
+        state: the filter state after the frame before ``z[:, 0]``, or None.
+    Returns:
+        ``(mean, var) [b, t, n, c]`` fp32 and the state after the last frame.
+    """
+    b, t = z.shape[:2]
+    rho = rho.float()
+    rho2 = rho.square()
+    if state is None:
+        m = torch.zeros(b, *z.shape[2:], device=z.device)
+        p = torch.ones_like(m)
+        if reset is None:
+            reset = torch.zeros(b, t, dtype=torch.bool, device=z.device)
+        reset = reset.clone()
+        reset[:, 0] = True
+    else:
+        m, p = state[0].float(), state[1].float()
+    means, variances = [], []
+    for i in range(t):
+        m_pri, p_pri = rho * m, rho2 * p + (1 - rho2)
+        if reset is not None:
+            r = reset[:, i, None, None]
+            m_pri = torch.where(r, torch.zeros_like(m_pri), m_pri)
+            p_pri = torch.where(r, torch.ones_like(p_pri), p_pri)
+        a = tau[:, i, None, None].float()
+        gain = p_pri * a / (a.square() * p_pri + (1 - a).square())
+        m = m_pri + gain * (z[:, i].float() - a * m_pri)
+        p = (1 - gain * a) * p_pri
+        means.append(m)
+        variances.append(p)
+    return torch.stack(means, 1), torch.stack(variances, 1).clamp_min(0.0), (m, p)
+
+
 def time_rope_angles(
     positions: Tensor, head_dim: int, base: float = 10000.0
 ) -> tuple[Tensor, Tensor]:
@@ -591,6 +708,31 @@ def latent_stats(latents: Sequence[Any] | Tensor, max_frames: int = 20000) -> tu
         offset += int(e.shape[0])
     z = torch.cat(parts)
     return z.mean(0), z.std(0)
+
+
+@torch.no_grad()
+def latent_rho(
+    latents: Sequence[Any] | Tensor, mean: Tensor, std: Tensor, max_pairs: int = 20000
+) -> Tensor:
+    """Per-entry correlation ``[n_z, d_z]`` of consecutive normalised latents ``(z − mean)/std``
+    within each episode (one tensor ``[T, n_z, d_z]`` or a list of per-episode tensors/arrays);
+    at most about ``max_pairs`` evenly spaced frame pairs enter the estimate."""
+    eps = [latents] if isinstance(latents, Tensor) else list(latents)
+    total = sum(max(int(e.shape[0]) - 1, 0) for e in eps)
+    if total < 2:
+        raise ValueError(f"need at least 2 consecutive latent pairs, got {total}")
+    stride = max(1, total // max_pairs)
+    std = std.clamp_min(1e-3)  # as set_latent_stats floors it; constant entries get rho 0
+    cur, nxt = [], []
+    for e in eps:
+        x = e if isinstance(e, Tensor) else torch.from_numpy(np.array(e))
+        x = (x.float() - mean) / std
+        cur.append(x[:-1:stride])
+        nxt.append(x[1::stride])
+    u, v = torch.cat(cur), torch.cat(nxt)
+    u, v = u - u.mean(0), v - v.mean(0)
+    r = (u * v).mean(0) / (u.std(0, unbiased=False) * v.std(0, unbiased=False)).clamp_min(1e-8)
+    return torch.nan_to_num(r, nan=0.0)
 
 
 def build_dynamics(model: dict[str, Any]) -> DynamicsModel:
