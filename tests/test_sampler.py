@@ -73,7 +73,7 @@ def test_cached_equals_uncached_nano(kalman):
 def test_cached_equals_full_recompute_beyond_the_window(kalman):
     # Context 4, 14 frames: the cache evicts; recomputing the whole history with the same windowed
     # attention must still agree, for every stream and for the agent features.
-    model = _model(context=4, n_agent=2, kalman_skip=kalman)
+    model = _model(context=4, n_agent=2, kalman_skip=kalman, latent_scale=3.0 if kalman else 1.0)
     ctx = torch.randn(3, 2, 8, 4).tanh()
     task = torch.tensor([0, 1, 2])
     kw = dict(n_frames=14, ctx=ctx, ctx_act=_actions(3, 2), acts=_actions(3, 14, 3), task=task)
@@ -96,7 +96,7 @@ def test_windowed_recompute_carries_the_latent_filter():
     """The uncached path recomputes only the last ``context`` frames, but the latent filter runs
     over the whole history: with the network's output zeroed the frames come from the filter
     alone, so the windowed reference equals the cached path far beyond the window."""
-    model = _model(context=3, kalman_skip=True)
+    model = _model(context=3, kalman_skip=True, latent_scale=2.0)
     with torch.no_grad():
         model.z_out.weight.zero_()
         model.z_out.bias.zero_()
@@ -164,7 +164,7 @@ def test_context_is_noised_the_way_it_is_labelled():
 
 @KALMAN
 def test_partial_reset(kalman):
-    model = _model(context=6, kalman_skip=kalman)
+    model = _model(context=6, kalman_skip=kalman, latent_scale=2.0 if kalman else 1.0)
     ctx, new_ctx = torch.randn(2, 3, 8, 4), torch.randn(1, 2, 8, 4)
     acts = _actions(2, 10, 4)
     mask = torch.tensor([True, False])

@@ -558,3 +558,33 @@ def test_kalman_skip_model_starts_at_the_filtered_estimate():
         torch.testing.assert_close(model(z, tau, step).z1, plain(z, tau, step).z1)
     with pytest.raises(ValueError, match="precondition"):
         DynamicsConfig.preset("test", n_z=4, d_z=4, precondition=False, kalman_skip=True)
+
+
+def test_latent_scale_keeps_the_skip_at_the_linear_optimum():
+    """``latent_scale`` σ: latents of std σ; the preconditioning and the latent filter use it, so a
+    fresh model still starts at the least-squares estimate, and normalising round-trips."""
+    from lol_dreamer.models.dynamics import filter_latents, precondition_coefficients
+
+    g = torch.Generator().manual_seed(4)
+    sigma, n = 3.0, 200_000
+    z1, z0 = sigma * torch.randn(n, generator=g), torch.randn(n, generator=g)
+    for tau in (0.0, 0.25, 58 / 64):
+        zt = (1 - tau) * z0 + tau * z1
+        c_skip, c_out = precondition_coefficients(torch.tensor(tau), sigma)
+        assert abs(float(c_skip) - float((zt * z1).mean() / zt.pow(2).mean())) < 0.01 * sigma
+        resid = float((c_skip * zt - z1).pow(2).mean())
+        assert abs(resid - float(c_out) ** 2) < 0.02 * max(resid, 1.0)
+        m, v, _ = filter_latents(
+            zt[:, None, None, None], torch.full((n, 1), tau), torch.full((1, 1), 0.9), var0=sigma**2
+        )
+        torch.testing.assert_close(m.flatten(), c_skip * zt)
+        torch.testing.assert_close(v[0].flatten(), c_out.square().reshape(1))
+    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, latent_scale=sigma, kalman_skip=True)
+    model = DynamicsModel(cfg)
+    model.set_latent_stats(torch.randn(4, 4), torch.rand(4, 4) + 0.5, torch.rand(4, 4))
+    z = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(model.denormalize_latents(model.normalize_latents(z)), z)
+    x = (z - model.latent_mean) / model.latent_std
+    torch.testing.assert_close(model.normalize_latents(z), sigma * x)
+    with pytest.raises(ValueError, match="latent_scale"):
+        DynamicsConfig.preset("test", n_z=4, d_z=4, latent_scale=0.0)

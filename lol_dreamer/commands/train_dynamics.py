@@ -42,6 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="filtered estimate of the latents from all earlier frames as the preconditioning skip "
         "(DynamicsConfig.kalman_skip; default: the preset's)",
     )
+    a(
+        "--latent-scale",
+        type=float,
+        default=None,
+        help="multiply the standardised latents by this (DynamicsConfig.latent_scale): above 1 the "
+        "diffusion and context noise are smaller next to what changes between frames (default: "
+        "the preset's)",
+    )
     a("--seq-len", type=int, default=None, help="long-batch length (default 2 × the context)")
     a(
         "--n-starts",

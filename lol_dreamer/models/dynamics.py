@@ -22,6 +22,8 @@ buffers (``latent_mean``, ``latent_std``) in its weights. Callers that noise lat
 objective, phase 2, the sampler) call :meth:`DynamicsModel.normalize_latents` first, and the sampler
 returns :meth:`DynamicsModel.denormalize_latents` of its output, so the tokenizer sees its own scale.
 Fresh models hold the identity (mean 0, std 1) until :meth:`DynamicsModel.set_latent_stats`.
+``DynamicsConfig.latent_scale`` multiplies the standardised latents: a scale above 1 makes the
+diffusion noise, and with it the context noise at τ_ctx, smaller next to what changes between frames.
 
 Action alignment: slot ``t`` carries the action ``a_{t-1}`` that led to frame ``t``. Callers pass
 actions already shifted; :func:`shift_actions` turns stored alignment (``actions[t]`` taken after
@@ -106,8 +108,11 @@ class DynamicsConfig:
     mlp_mult: float = 8 / 3
     precondition: bool = False
     kalman_skip: bool = False
+    latent_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.latent_scale > 0:
+            raise ValueError(f"latent_scale must be positive, got {self.latent_scale}")
         if self.kalman_skip and not self.precondition:
             raise ValueError("kalman_skip extends the preconditioning; set precondition=True too")
         if (self.n_z * self.d_z) % self.s_z:
@@ -357,11 +362,11 @@ class DynamicsModel(nn.Module):
 
     def normalize_latents(self, z: Tensor) -> Tensor:
         """Tokenizer latents ``[..., n_z, d_z]`` → the model's scale ``(z − mean) / std`` (fp32)."""
-        return (z.float() - self.latent_mean) / self.latent_std
+        return (z.float() - self.latent_mean) / self.latent_std * self.cfg.latent_scale
 
     def denormalize_latents(self, z: Tensor) -> Tensor:
         """Inverse of :meth:`normalize_latents`: the model's scale → tokenizer latents (fp32)."""
-        return z.float() * self.latent_std + self.latent_mean
+        return z.float() / self.cfg.latent_scale * self.latent_std + self.latent_mean
 
     @property
     def config(self) -> DynamicsConfig:
@@ -512,7 +517,7 @@ class DynamicsModel(nn.Module):
             )
             z1 = mean + var.sqrt() * z1.float()  # fp32: the skip carries the fine detail
         elif cfg.precondition:
-            c_skip, c_out = precondition_coefficients(tau_idx.float() / cfg.k_max)
+            c_skip, c_out = precondition_coefficients(tau_idx.float() / cfg.k_max, cfg.latent_scale)
             z1 = c_skip[..., None, None] * z.to(z1.dtype) + c_out[..., None, None] * z1
         agent = h[:, :, self.agent_slice] if cfg.n_agent else None
         assert h.shape[2] == s
@@ -542,7 +547,7 @@ class DynamicsModel(nn.Module):
         if independent is not None:
             reset = reset | independent.bool()[:, None]
         tau = tau_idx.float() / self.cfg.k_max
-        return filter_latents(z, tau, self.latent_rho, reset, state)
+        return filter_latents(z, tau, self.latent_rho, reset, state, self.cfg.latent_scale**2)
 
     def _time_layer(
         self,
@@ -603,18 +608,20 @@ class DynamicsModel(nn.Module):
         return mask.repeat_interleave(s, dim=0)[:, None]
 
 
-def precondition_coefficients(tau: Tensor) -> tuple[Tensor, Tensor]:
+def precondition_coefficients(tau: Tensor, sigma: float = 1.0) -> tuple[Tensor, Tensor]:
     """``(c_skip, c_out)`` of the preconditioned x-prediction ``ẑ1 = c_skip·z̃ + c_out·F``.
 
-    For unit-variance latents and ``z̃ = (1 − τ)·z0 + τ·z1``, ``c_skip = τ / (τ² + (1 − τ)²)`` makes
-    ``c_skip·z̃`` the least-squares linear estimate of ``z1`` from ``z̃``, and
-    ``c_out = (1 − τ) / √(τ² + (1 − τ)²)`` is that estimate's residual standard deviation, so the
+    For latents of standard deviation ``sigma`` (1 unless ``latent_scale`` says otherwise) and
+    ``z̃ = (1 − τ)·z0 + τ·z1``, ``c_skip = τσ² / (τ²σ² + (1 − τ)²)`` makes ``c_skip·z̃`` the
+    least-squares linear estimate of ``z1`` from ``z̃``, and
+    ``c_out = (1 − τ)σ / √(τ²σ² + (1 − τ)²)`` is that estimate's residual standard deviation, so the
     network's own target ``(z1 − c_skip·z̃)/c_out`` has unit variance at every τ (the input/output
-    scaling of EDM, Karras et al. 2022, written for this interpolation). τ = 0 gives ``ẑ1 = F``;
+    scaling of EDM, Karras et al. 2022, written for this interpolation). τ = 0 gives ``ẑ1 = σ·F``;
     τ → 1 gives ``ẑ1 → z̃``.
     """
-    norm = tau.square() + (1 - tau).square()
-    return tau / norm, (1 - tau) / norm.sqrt()
+    var = sigma * sigma
+    norm = tau.square() * var + (1 - tau).square()
+    return tau * var / norm, (1 - tau) * sigma / norm.sqrt()
 
 
 def filter_latents(
@@ -623,13 +630,15 @@ def filter_latents(
     rho: Tensor,
     reset: Tensor | None = None,
     state: FilterState | None = None,
+    var0: float = 1.0,
 ) -> tuple[Tensor, Tensor, FilterState]:
     """Per-entry Kalman filter of clean latents from noisy frames (``kalman_skip``).
 
-    Model: unit-variance latents follow ``x_t = ρ·x_{t−1} + √(1 − ρ²)·w_t`` per entry and frame
+    Model: latents of variance ``var0`` follow ``x_t = ρ·x_{t−1} + √(1 − ρ²)·w_t`` (``w_t`` of
+    variance ``var0``) per entry and frame
     ``t`` is observed as ``z̃_t = τ_t·x_t + (1 − τ_t)·ε_t`` (white ``w``, ``ε``). The filtered mean
     is the least-squares linear estimate of ``x_t`` from ``z̃_1..z̃_t`` and ``var`` its error
-    variance. With no earlier frame (``reset``) the prior is ``(0, 1)`` and the result is the
+    variance. With no earlier frame (``reset``) the prior is ``(0, var0)`` and the result is the
     one-frame preconditioning (:func:`precondition_coefficients`).
 
     Args:
@@ -639,6 +648,7 @@ def filter_latents(
         reset: ``[b, t]`` bool, True where a frame has no earlier frame (frame 0 also resets when
             ``state`` is None).
         state: the filter state after the frame before ``z[:, 0]``, or None.
+        var0: the latents' stationary variance (``latent_scale²``).
     Returns:
         ``(mean, var) [b, t, n, c]`` fp32 and the state after the last frame.
     """
@@ -647,7 +657,7 @@ def filter_latents(
     rho2 = rho.square()
     if state is None:
         m = torch.zeros(b, *z.shape[2:], device=z.device)
-        p = torch.ones_like(m)
+        p = torch.full_like(m, var0)
         if reset is None:
             reset = torch.zeros(b, t, dtype=torch.bool, device=z.device)
         reset = reset.clone()
@@ -656,11 +666,11 @@ def filter_latents(
         m, p = state[0].float(), state[1].float()
     means, variances = [], []
     for i in range(t):
-        m_pri, p_pri = rho * m, rho2 * p + (1 - rho2)
+        m_pri, p_pri = rho * m, rho2 * p + (1 - rho2) * var0
         if reset is not None:
             r = reset[:, i, None, None]
             m_pri = torch.where(r, torch.zeros_like(m_pri), m_pri)
-            p_pri = torch.where(r, torch.ones_like(p_pri), p_pri)
+            p_pri = torch.where(r, torch.full_like(p_pri, var0), p_pri)
         a = tau[:, i, None, None].float()
         gain = p_pri * a / (a.square() * p_pri + (1 - a).square())
         m = m_pri + gain * (z[:, i].float() - a * m_pri)
