@@ -105,7 +105,7 @@ class WorldModelFeatures:
         s, dev = self.sampler, self.wm.device
         # the real frame enters as context exactly like a generated one: noised to τ_ctx and
         # labelled with the action that led to it (slot t holds a_{t-1})
-        ctx = s._renoise(self._encode(frame), self.generator)
+        ctx = s._renoise(s.model.normalize_latents(self._encode(frame)), self.generator)
         act = torch.as_tensor(np.asarray(action), dtype=torch.long, device=dev)
         act = act.view(1, 1, ACTION_DIM)
         lab = torch.ones(1, 1, dtype=torch.bool, device=dev)
