@@ -35,7 +35,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = DynamicsConfig.preset("test", n_z=N_Z, d_z=D_Z)
+    cfg = DynamicsConfig.preset("test", n_z=N_Z, d_z=D_Z, kalman_skip=False)  # the network alone
     model = DynamicsModel(cfg)
     obj = ShortcutObjective(
         ShortcutConfig(

@@ -36,7 +36,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     flow = None if args.flow_frac == "none" else float(args.flow_frac)
-    cfg = DynamicsConfig.preset(args.preset, n_z=N_Z, d_z=D_Z)
+    cfg = DynamicsConfig.preset(
+        args.preset, n_z=N_Z, d_z=D_Z, kalman_skip=False
+    )  # the network alone
     model = DynamicsModel(cfg)
     obj = ShortcutObjective(ShortcutConfig(k_max=cfg.k_max, flow_frac=flow))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))

@@ -37,7 +37,7 @@ def make_walker(out):
     agent = make_agent_folder(out, res=32)
     model = load_model(agent)
     with torch.no_grad():
-        model.heads.policy.out.bias[:, TOWARD_ENEMY] += 3.0
+        model.heads.policy.out.bias[:, TOWARD_ENEMY] += 4.0
     save_weights(agent / "model.safetensors", model, read_json(agent / "config.json")["model"])
     return agent
 

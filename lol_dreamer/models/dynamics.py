@@ -176,7 +176,8 @@ class DynamicsConfig:
                 same name (``TokenizerConfig.preset(name)``).
             overrides: any other :class:`DynamicsConfig` field.
 
-        ``test`` is for CI; ``nano`` (~1.6 M parameters) generates interactively on one CPU core;
+        Every preset preconditions the x-prediction with the Kalman skip and ``latent_scale`` 3
+        unless ``overrides`` say otherwise. ``test`` is for CI; ``nano`` (~1.6 M parameters) generates interactively on one CPU core;
         ``tiny``/``small``/``medium``/``large`` land near 5 M / 39 M / 129 M / 306 M parameters.
         """
         presets: dict[str, dict[str, Any]] = {
@@ -197,6 +198,10 @@ class DynamicsConfig:
             tok = TokenizerConfig.preset(name)
             n_z, d_z = n_z or tok.n_z, d_z or tok.d_z
         kw = {"precondition": True, **presets[name], **overrides}
+        # the measured recipe (benchmarks/RESULTS.md, "a skip connection through time"): the
+        # Kalman skip on standardised latents scaled by 3; plain x-prediction keeps neither
+        kw.setdefault("kalman_skip", kw["precondition"])
+        kw.setdefault("latent_scale", 3.0 if kw["kalman_skip"] else 1.0)
         s_z = kw["s_z"]
         while (n_z * d_z) % s_z:  # keep s_z a divisor of n_z*d_z for unusual tokenizer shapes
             s_z //= 2
