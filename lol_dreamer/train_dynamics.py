@@ -175,8 +175,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the initial weights depend on --seed only
     model = DynamicsModel(dyn_cfg)
     # The model trains on normalised latents (models/dynamics.py); --resume restores the same stats.
-    mean, std = latent_stats([ep.latents for ep in train_set])
-    rho = latent_rho([ep.latents for ep in train_set], mean, std) if dyn_cfg.kalman_skip else None
+    train_latents = [ep.latents for ep in train_set]
+    mean, std = latent_stats(train_latents)
+    rho = latent_rho(train_latents, mean, std) if dyn_cfg.kalman_skip else None
     model.set_latent_stats(mean, std, rho)
     eval_fn = combine_evals(
         held_out_eval(objective, eval_batches, shuffled_actions=True),

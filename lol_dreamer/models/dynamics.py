@@ -177,8 +177,9 @@ class DynamicsConfig:
             overrides: any other :class:`DynamicsConfig` field.
 
         Every preset preconditions the x-prediction with the Kalman skip and ``latent_scale`` 3
-        unless ``overrides`` say otherwise. ``test`` is for CI; ``nano`` (~1.6 M parameters) generates interactively on one CPU core;
-        ``tiny``/``small``/``medium``/``large`` land near 5 M / 39 M / 129 M / 306 M parameters.
+        unless ``overrides`` say otherwise. ``test`` is for CI; ``nano`` (~1.6 M parameters)
+        generates interactively on one CPU core; ``tiny``/``small``/``medium``/``large`` land near
+        5 M / 39 M / 129 M / 306 M parameters.
         """
         presets: dict[str, dict[str, Any]] = {
             "test": dict(
@@ -366,7 +367,8 @@ class DynamicsModel(nn.Module):
             self.latent_rho.copy_(rho.float().clamp(0.0, 0.999))
 
     def normalize_latents(self, z: Tensor) -> Tensor:
-        """Tokenizer latents ``[..., n_z, d_z]`` → the model's scale ``(z − mean) / std`` (fp32)."""
+        """Tokenizer latents ``[..., n_z, d_z]`` → the model's scale ``(z − mean) / std · latent_scale``
+        (fp32)."""
         return (z.float() - self.latent_mean) / self.latent_std * self.cfg.latent_scale
 
     def denormalize_latents(self, z: Tensor) -> Tensor:
@@ -703,6 +705,11 @@ def time_rope_angles(
     return ang.cos(), ang.sin()
 
 
+def _float_tensor(x: Any) -> Tensor:
+    """A latent slice (tensor, array or memory map) as an fp32 tensor."""
+    return (x if isinstance(x, Tensor) else torch.from_numpy(np.array(x))).float()
+
+
 @torch.no_grad()
 def latent_stats(latents: Sequence[Any] | Tensor, max_frames: int = 20000) -> tuple[Tensor, Tensor]:
     """Per-entry ``(mean, std) [n_z, d_z]`` of latents ``[T, n_z, d_z]`` (one tensor, or a list of
@@ -718,8 +725,7 @@ def latent_stats(latents: Sequence[Any] | Tensor, max_frames: int = 20000) -> tu
     parts, offset = [], 0
     for e in eps:  # same frames as slicing the concatenation with [::stride]
         first = (-offset) % stride
-        x = e[first::stride]
-        parts.append((x if isinstance(x, Tensor) else torch.from_numpy(np.array(x))).float())
+        parts.append(_float_tensor(e[first::stride]))
         offset += int(e.shape[0])
     z = torch.cat(parts)
     return z.mean(0), z.std(0)
@@ -739,11 +745,9 @@ def latent_rho(
     stride = max(1, total // max_pairs)
     std = std.clamp_min(1e-3)  # as set_latent_stats floors it; constant entries get rho 0
     cur, nxt = [], []
-    for e in eps:
-        x = e if isinstance(e, Tensor) else torch.from_numpy(np.array(e))
-        x = (x.float() - mean) / std
-        cur.append(x[:-1:stride])
-        nxt.append(x[1::stride])
+    for e in eps:  # slice first: only the sampled pairs are read from memory-mapped episodes
+        cur.append((_float_tensor(e[:-1:stride]) - mean) / std)
+        nxt.append((_float_tensor(e[1::stride]) - mean) / std)
     u, v = torch.cat(cur), torch.cat(nxt)
     u, v = u - u.mean(0), v - v.mean(0)
     r = (u * v).mean(0) / (u.std(0, unbiased=False) * v.std(0, unbiased=False)).clamp_min(1e-8)
