@@ -7,9 +7,14 @@ an uncached frame recomputes ``context`` frames in each of its K denoising passe
 Threads: batch-1 generation is many small matmuls, where extra OpenMP threads on busy cores cost more
 than they give, so batch 1 always runs on one thread; batched runs use ``--threads`` (default 1).
 
+On a GPU (``--device cuda``) every timing synchronises the device before reading the clock, the
+memory rollout reports the device's allocated memory instead of the process's RSS, and
+``--dtype bf16`` runs the sampler in bfloat16.
+
 Examples:
     python benchmarks/bench_dynamics.py --preset nano --context 32 --json out.json   # the pair only
     python benchmarks/bench_dynamics.py --preset nano --decode --json full.json       # everything
+    python benchmarks/bench_dynamics.py --device cuda --dtype bf16 --batches 1 16 64 256 1024
 """
 
 from __future__ import annotations
@@ -35,19 +40,36 @@ def rss_mib() -> float:
     return float("nan")
 
 
+DEVICE = torch.device("cpu")
+DTYPE = torch.float32
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def device_mib() -> float:
+    """Memory the process holds: RSS on the CPU, allocated tensors on a GPU (MiB)."""
+    if DEVICE.type == "cuda":
+        return torch.cuda.memory_allocated(DEVICE) / 2**20
+    return rss_mib()
+
+
 def build(preset: str, context: int, n_agent: int = 0) -> DynamicsModel:
     torch.manual_seed(0)
     cfg = DynamicsConfig.preset(preset, context=context, n_agent=n_agent)
-    return DynamicsModel(cfg).eval()
+    return DynamicsModel(cfg).eval().to(DEVICE)
 
 
-def _ready(model: DynamicsModel, n: int, use_cache: bool, k: int, dtype: torch.dtype):
+def _ready(model: DynamicsModel, n: int, use_cache: bool, k: int, dtype: torch.dtype | None = None):
     """A sampler and a state whose time window is already full."""
     cfg = model.cfg
-    s = Sampler(model, k=k, use_cache=use_cache, dtype=dtype)
-    g = torch.Generator().manual_seed(0)
-    ctx = torch.randn(n, cfg.context - 1, cfg.n_z, cfg.d_z, generator=g).tanh()
-    state = s.start(ctx, torch.zeros(n, cfg.context - 1, 9, dtype=torch.long), generator=g)
+    s = Sampler(model, k=k, use_cache=use_cache, dtype=dtype or DTYPE)
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    ctx = torch.randn(n, cfg.context - 1, cfg.n_z, cfg.d_z, generator=g, device=DEVICE).tanh()
+    act = torch.zeros(n, cfg.context - 1, 9, dtype=torch.long, device=DEVICE)
+    state = s.start(ctx, act, generator=g)
     return s, state, g
 
 
@@ -57,7 +79,7 @@ def ms_per_frame(
     use_cache: bool,
     frames: int,
     k: int = 4,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     decoder: torch.nn.Module | None = None,
 ) -> tuple[float, float]:
     """Steady-state ``(wall, cpu)`` milliseconds per generated frame for ``n`` streams (per step).
@@ -65,17 +87,19 @@ def ms_per_frame(
     CPU time counts this process only; on a shared, busy machine it is the fairer of the two.
     """
     s, state, g = _ready(model, n, use_cache, k, dtype)
-    act = torch.zeros(n, 9, dtype=torch.long)
+    act = torch.zeros(n, 9, dtype=torch.long, device=DEVICE)
     stream = decoder.decoder_stream(n) if decoder is not None else None
-    for _ in range(2):  # warm-up
+    for _ in range(2 if DEVICE.type == "cpu" else 5):  # warm-up
         z, _ = s.step(state, act, generator=g)
         if stream is not None:
             stream.step(z)
+    _sync()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(frames):
         z, _ = s.step(state, act, generator=g)
         if stream is not None:
             stream.step(z)
+    _sync()
     return (time.perf_counter() - t0) / frames * 1e3, (time.process_time() - c0) / frames * 1e3
 
 
@@ -83,24 +107,27 @@ def flops_per_frame(model: DynamicsModel, k: int = 4) -> int:
     """Model FLOPs of one cached frame (K denoising passes + the context pass) at batch 1."""
     s, state, g = _ready(model, 1, True, k, torch.float32)
     with FlopCounterMode(display=False) as fc:
-        s.step(state, torch.zeros(1, 9, dtype=torch.long), generator=g)
+        s.step(state, torch.zeros(1, 9, dtype=torch.long, device=DEVICE), generator=g)
     return int(fc.get_total_flops())
 
 
 def rollout_memory(model: DynamicsModel, frames: int, k: int = 4) -> dict:
-    """RSS before, during and after a ``frames``-long cached rollout at batch 1."""
-    s, state, g = _ready(model, 1, True, k, torch.float32)
-    act = torch.zeros(1, 9, dtype=torch.long)
+    """RSS (GPU: allocated memory) before, during and after a ``frames``-long cached rollout at batch 1."""
+    s, state, g = _ready(model, 1, True, k)
+    act = torch.zeros(1, 9, dtype=torch.long, device=DEVICE)
     samples = []
     t0 = time.perf_counter()
-    start = rss_mib()
+    start = device_mib()
     for f in range(frames):
         s.step(state, act, generator=g)
         if f % 250 == 0 or f == frames - 1:
-            samples.append(rss_mib())
+            _sync()
+            samples.append(device_mib())
+    _sync()
     secs = time.perf_counter() - t0
     return {
         "frames": frames,
+        "memory": "cuda_allocated" if DEVICE.type == "cuda" else "rss",
         "rss_start_mib": start,
         "rss_end_mib": samples[-1],
         "rss_max_mib": max(samples),
@@ -115,7 +142,7 @@ def load_decoder(preset: str):
     from lol_dreamer.models.tokenizer_config import TokenizerConfig
 
     torch.manual_seed(0)
-    return TransformerTokenizer(TokenizerConfig.preset(preset)).eval()
+    return TransformerTokenizer(TokenizerConfig.preset(preset)).eval().to(DEVICE)
 
 
 def main() -> None:
@@ -142,10 +169,24 @@ def main() -> None:
     p.add_argument(
         "--decode", action="store_true", help="also time nano tokenizer decoding per frame"
     )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument(
+        "--dtype", default="fp32", choices=("fp32", "bf16"), help="sampler precision (default fp32)"
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args()
+    global DEVICE, DTYPE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "--device cuda: no CUDA device is visible to PyTorch; run on a GPU machine"
+        )
+    DTYPE = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     torch.set_num_threads(1)
-    res: dict = {"preset": args.preset, "k": args.k, "threads_batch1": 1}
+    res: dict = {"preset": args.preset, "k": args.k, "threads_batch1": 1, "device": str(DEVICE),
+                 "dtype": args.dtype}  # fmt: skip
+    if DEVICE.type == "cuda":
+        res["device_name"] = torch.cuda.get_device_name(DEVICE)
 
     if args.context is not None:
         model = build(args.preset, args.context)
@@ -206,7 +247,8 @@ def main() -> None:
         if args.rollout:
             mem = rollout_memory(model, args.rollout, args.k)
             res["rollout"] = mem
-            print(f"\n{args.rollout}-frame cached rollout at batch 1: RSS {mem['rss_start_mib']:.1f} → "
+            what = "allocated" if DEVICE.type == "cuda" else "RSS"
+            print(f"\n{args.rollout}-frame cached rollout at batch 1: {what} {mem['rss_start_mib']:.1f} → "
                   f"{mem['rss_end_mib']:.1f} MiB (max {mem['rss_max_mib']:.1f}, growth "
                   f"{mem['rss_growth_mib']:+.1f} MiB), cache holds {mem['cache_frames']} frames, "
                   f"{mem['frames_per_s']:.1f} frames/s")  # fmt: skip

@@ -143,8 +143,9 @@ def bench_raw_and_dreamenv(
         z, feats = sampler.step(state, act, generator=g)
         with decode_context(env):
             dec.step(z)
-        wm.reward(feats.mean(1))
-        wm.continue_prob(feats.mean(1))
+        if feats is not None:  # a world model with agent heads (phase 2) also predicts these
+            wm.reward(feats.mean(1))
+            wm.continue_prob(feats.mean(1))
 
     def made_step() -> None:
         made.step(action)

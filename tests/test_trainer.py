@@ -235,3 +235,68 @@ def test_param_groups_with_lr_scale_follow_the_schedule_scaled(tmp_path):
     with pytest.raises(ValueError, match="lr_scale must be > 0"):
         Trainer(build_toy(TOY), RMSObjective(), ToyData(), _cfg(), None,
                 params=[{"params": list(model.parameters()), "lr_scale": 0.0}])  # fmt: skip
+
+
+class Slow(RMSObjective):
+    """Sleeps ``dt`` per step before step ``slow_from`` and ``dt_late`` from it on."""
+
+    def __init__(self, dt: float, slow_from: int = 10**9, dt_late: float = 0.0):
+        super().__init__()
+        self.dt, self.slow_from, self.dt_late = dt, slow_from, dt_late
+
+    def __call__(self, model, batch, step):
+        import time
+
+        time.sleep(self.dt if step < self.slow_from else self.dt_late)
+        return super().__call__(model, batch, step)
+
+
+def test_time_limit_shortens_the_plan_so_the_cosine_ends_inside_the_budget(tmp_path):
+    run = tmp_path / "run"
+    limit = 1.5
+    res = _run(run, _cfg(steps=100_000, time_limit=limit, save_every=0), objective=Slow(0.01))
+    assert 40 < res.step < 100_000
+    assert res.seconds < limit + 0.5  # the plan kept a margin for the final eval and save
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, res.step + 1))
+    lrs = [r["lr"] for r in rows]
+    assert lrs[-1] == pytest.approx(3e-2 * 0.1, rel=1e-6)  # the cosine reached its floor
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[40:], lrs[41:]))  # no jump after re-planning
+    assert f"of {res.step} (a time limit's plan; --steps 100000)" in res.summary
+    # The final checkpoint is the last step, and a resume follows the plan instead of restarting
+    # the cosine from --steps.
+    again = _run(run, _cfg(steps=100_000, save_every=0), resume=True)
+    assert again.start_step == res.step and again.losses == []
+    assert "Nothing to do" in again.summary
+
+
+def test_time_limit_stops_at_the_budget_and_resume_finishes_the_plan(tmp_path):
+    run = tmp_path / "run"
+    # Fast while the clock calibrates (steps 10-40), then 10x slower: the plan overshoots the
+    # budget, so the run must stop at the limit itself, checkpoint there, and resume to the plan.
+    slow = Slow(0.005, slow_from=45, dt_late=0.05)
+    res = _run(run, _cfg(steps=100_000, time_limit=1.2, save_every=0), objective=slow)
+    assert "stopped at the time limit" in res.summary
+    assert res.seconds < 1.2 + 0.5
+    planned = json.loads((run / "state" / "trainer.json").read_text())["schedule"]["steps"]
+    assert res.step < planned < 100_000
+    cut_lr = read_metrics(run)[-1]["lr"]
+    rest = _run(run, _cfg(steps=100_000, save_every=0), resume=True)
+    assert rest.start_step == res.step and rest.step == planned
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, planned + 1))
+    assert rows[res.step]["lr"] <= cut_lr  # the schedule went on from where it stopped
+    assert rows[-1]["lr"] == pytest.approx(3e-2 * 0.1, rel=1e-6)
+
+
+def test_time_limit_flag_is_minutes():
+    import argparse
+
+    from lol_dreamer.commands.loop_args import add_loop_args
+
+    p = argparse.ArgumentParser()
+    add_loop_args(p, steps=10, lr=1e-3, save_every=5, batch_size=4, eval_every=0)
+    assert TrainConfig.from_args(p.parse_args(["--time-limit", "2.5"])).time_limit == 150.0
+    assert TrainConfig.from_args(p.parse_args([])).time_limit == 0.0
+    with pytest.raises(ValueError, match="time_limit"):
+        TrainConfig(time_limit=-1)

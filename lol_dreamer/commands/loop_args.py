@@ -58,6 +58,15 @@ def add_loop_args(
         help="AdamW weight decay (default %(default)s)",
     )
     a("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default %(default)s)")
+    a(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="wall-clock budget of this invocation: after a short calibration the step count shrinks "
+        "so the schedule ends inside it, and training stops at it with a final evaluation and "
+        "checkpoint (default: none, train --steps)",
+    )
     if ema:
         a("--ema", action="store_true", help="keep an EMA of the weights and publish it")
         a("--ema-decay", type=float, default=0.999, help="EMA decay (default %(default)s)")

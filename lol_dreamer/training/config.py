@@ -36,6 +36,10 @@ class TrainConfig:
         seed: seeds torch / NumPy / Python RNGs at the start (offset by rank).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
         progress: show a tqdm bar and print the summary (rank 0).
+        time_limit: wall-clock budget of this invocation in seconds (0 = none). After a short
+            calibration the run shortens its step count so that the warmup and the cosine end inside
+            the budget, and it stops at the budget regardless (final evaluation and checkpoint
+            included); the shortened plan is kept in the run state, so ``--resume`` follows it.
     """
 
     steps: int = 1000
@@ -56,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    time_limit: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -63,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        if self.time_limit < 0:
+            raise ValueError(f"time_limit must be >= 0 seconds, got {self.time_limit}")
 
     @property
     def warmup_steps(self) -> int:
@@ -98,6 +105,8 @@ class TrainConfig:
         kw["ema_decay"] = args.ema_decay if getattr(args, "ema", False) else 0.0
         kw["amp"] = _PRECISION_TO_AMP[args.precision]
         kw["progress"] = not getattr(args, "quiet", False)
+        if getattr(args, "time_limit", None) is not None:
+            kw["time_limit"] = 60.0 * args.time_limit
         kw.update(overrides)
         return cls(**kw)
 

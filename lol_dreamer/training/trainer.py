@@ -143,6 +143,47 @@ def _enable_grad_checkpointing(model: nn.Module) -> None:
         )
 
 
+class _BudgetClock:
+    """Fits a run into a wall-clock budget (:attr:`TrainConfig.time_limit`).
+
+    The steps ``start + skip`` … ``start + skip + window`` time the loop (the first ``skip`` are left
+    out: CUDA kernel selection and allocator warm-up make them slow); from that rate, less a safety
+    margin for evaluations and checkpoints, :meth:`plan` returns the step count that fits the
+    remaining budget, once. :meth:`expired` says when the budget is spent whatever the plan said.
+
+    Args:
+        limit: budget in seconds (0 = none: both methods are inert).
+        start: the step the invocation started from.
+        t0: ``time.perf_counter()`` at the start.
+        skip: warm-up steps left out of the timing.
+        window: steps timed.
+        margin: fraction of the remaining budget planned for training steps.
+    """
+
+    def __init__(
+        self, limit: float, start: int, t0: float, skip: int = 10, window: int = 30,
+        margin: float = 0.9,
+    ) -> None:  # fmt: skip
+        self.limit, self.t0, self.margin = limit, t0, margin
+        self.begin, self.end = start + skip, start + skip + window
+        self.t_begin: float | None = None
+
+    def plan(self, step: int, now: float) -> int | None:
+        """After step ``step`` finished at ``now``: the planned total steps, or None (no new plan)."""
+        if self.limit <= 0:
+            return None
+        if step == self.begin:
+            self.t_begin = now
+        if step != self.end or self.t_begin is None:
+            return None
+        rate = (self.end - self.begin) / max(now - self.t_begin, 1e-9)
+        left = self.limit - (now - self.t0)
+        return step + max(0, int(rate * left * self.margin))
+
+    def expired(self, now: float) -> bool:
+        return self.limit > 0 and now - self.t0 >= self.limit
+
+
 class Trainer:
     """The shared loop; see the module docstring for the contracts. Use :func:`train` for one call.
 
@@ -215,6 +256,8 @@ class Trainer:
             foreach=self.device.type == "cuda" or None,
         )  # fmt: skip
         self.schedule = WarmupCosine(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.total = cfg.steps  # shortened by ``cfg.time_limit`` (see :class:`_BudgetClock`)
+        self.stopped_by_time = False
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.autocast = (
@@ -297,6 +340,27 @@ class Trainer:
         else:
             seed_everything(self.cfg.seed + st.step * 7919 + self.dist.rank)
         self.step = self.last_saved = st.step
+        planned = int(st.schedule.get("steps", self.cfg.steps))
+        if st.schedule.get("kind") == "warmup_cosine" and planned < self.cfg.steps:
+            # An earlier --time-limit shortened the plan: keep following it rather than jump back
+            # to a high learning rate.
+            self._replan(planned, int(st.schedule.get("warmup", self.cfg.warmup_steps)))
+
+    def _replan(self, total: int, warmup: int | None) -> None:
+        """Shorten the run to ``total`` steps; the schedule's warmup and cosine end there instead."""
+        total = max(1, min(total, self.cfg.steps))
+        self.total = total
+        self.schedule = WarmupCosine(self.cfg.lr, total, warmup, self.cfg.min_lr_ratio)
+
+    def _plan_note(self) -> str:
+        note = (
+            ""
+            if self.total == self.cfg.steps
+            else f" (a time limit's plan; --steps {self.cfg.steps})"
+        )
+        if self.stopped_by_time:
+            note += f", stopped at the time limit of {self.cfg.time_limit / 60:g} min"
+        return note
 
     def _write_config(self) -> None:
         cfg_path = self.run_dir / "config.json"
@@ -379,7 +443,7 @@ class Trainer:
         return row
 
     def fit(self) -> TrainResult:
-        """Train until ``cfg.steps`` optimiser steps are done; returns a :class:`TrainResult`."""
+        """Train to ``cfg.steps`` (or the plan and budget of ``cfg.time_limit``); returns a :class:`TrainResult`."""
         cfg = self.cfg
         resuming = self.resume and self.run_dir is not None and has_state(self.run_dir)
         if self.run_dir is not None:
@@ -395,20 +459,34 @@ class Trainer:
         self.model.train()
         losses: list[float] = []
         bar = tqdm(
-            total=cfg.steps, initial=start, disable=not (cfg.progress and self.dist.is_main),
+            total=self.total, initial=start, disable=not (cfg.progress and self.dist.is_main),
             desc="train", unit="step", dynamic_ncols=True,
         )  # fmt: skip
         t0 = time.perf_counter()
+        clock = _BudgetClock(cfg.time_limit, start, t0)
         try:
-            for step in range(start, cfg.steps):
+            while self.step < self.total:
+                step = self.step
                 t_step = time.perf_counter()
                 row = self._train_step(step)
                 self.step = step + 1
                 if self.dist.enabled:
                     row["loss"] = dist_utils.all_reduce_mean(row["loss"], self.device)
-                dt = time.perf_counter() - t_step
-                row["perf/steps_per_s"] = 1.0 / max(dt, 1e-9)
-                last = self.step == cfg.steps
+                now = time.perf_counter()
+                row["perf/steps_per_s"] = 1.0 / max(now - t_step, 1e-9)
+                planned = clock.plan(self.step, now)
+                if planned is not None:
+                    if self.dist.enabled:  # every rank follows the same plan
+                        planned = int(dist_utils.all_reduce_mean(float(planned), self.device))
+                    if planned < self.total:
+                        self._replan(planned, cfg.warmup)
+                        bar.total = self.total
+                        bar.refresh()
+                out_of_time = clock.expired(now)
+                if self.dist.enabled:  # every rank stops at the same step
+                    out_of_time = dist_utils.all_reduce_mean(float(out_of_time), self.device) > 0
+                last = self.step == self.total or out_of_time
+                self.stopped_by_time = out_of_time and self.step < self.total
                 if self.dist.is_main and (
                     (cfg.eval_every and self.step % cfg.eval_every == 0) or last
                 ):
@@ -422,6 +500,8 @@ class Trainer:
                 bar.update(1)
                 if self.step % max(1, cfg.log_every) == 0 or last:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}")
+                if last:
+                    break
         finally:
             bar.close()
             if self.writes:
@@ -437,7 +517,7 @@ class Trainer:
     def _summary(self, start: int, losses: list[float], seconds: float) -> str:
         n = len(losses)
         if n == 0:
-            return f"Nothing to do: the run was already at step {self.step} of {self.cfg.steps}."
+            return f"Nothing to do: the run was already at step {self.step} of {self.total}."
         k = max(1, min(50, n // 10))
         first, final = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
         where = (
@@ -448,7 +528,7 @@ class Trainer:
         )  # fmt: skip
         evals = ", ".join(f"{k} {v:.4g}" for k, v in self.last_eval.items())
         return (
-            f"Trained steps {start + 1}–{self.step} of {self.cfg.steps} in {seconds:.1f} s "
+            f"Trained steps {start + 1}–{self.step} of {self.total}{self._plan_note()} in {seconds:.1f} s "
             f"({n / max(seconds, 1e-9):.2f} steps/s on {self.device}, {self.dist.world_size} process(es)); "
             f"loss {first:.4g} (mean of the first {k}) → {final:.4g} (mean of the last {k})"
             + (f"; held-out: {evals}" if evals else "")
