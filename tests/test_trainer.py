@@ -261,7 +261,7 @@ def test_time_limit_shortens_the_plan_so_the_cosine_ends_inside_the_budget(tmp_p
     assert [r["step"] for r in rows] == list(range(1, res.step + 1))
     lrs = [r["lr"] for r in rows]
     assert lrs[-1] == pytest.approx(3e-2 * 0.1, rel=1e-6)  # the cosine reached its floor
-    assert all(b <= a + 1e-12 for a, b in zip(lrs[40:], lrs[41:]))  # no jump after re-planning
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs[40:]))  # no jump after re-planning
     assert f"of {res.step} (a time limit's plan; --steps 100000)" in res.summary
     # The final checkpoint is the last step, and a resume follows the plan instead of restarting
     # the cosine from --steps.
