@@ -78,8 +78,19 @@ def test_commands_declare_only_their_flags() -> None:
         args = sub.parse_args(["train", cmd, *req])
         dests[cmd] = set(vars(args))
     assert {"compile", "lpips_weight"} <= dests["tokenizer"] and "quiet" not in dests["tokenizer"]
+    assert "compile" in dests["dynamics"] and "compile" not in dests["agent"]
     assert "batch_size" not in dests["imagine"] and "batch" in dests["imagine"]
     assert not {"ema", "ema_decay", "eval_every", "held_out"} & dests["imagine"]
     for cmd in ("dynamics", "agent"):
         assert {"quiet", "held_out", "split_seed", "eval_batches", "ema"} <= dests[cmd]
-        assert "compile" not in dests[cmd]
+
+
+@pytest.mark.parametrize("cmd", ["tokenizer", "dynamics", "agent", "imagine"])
+def test_time_limit_on_every_train_command(cmd: str) -> None:
+    assert _config(cmd, "--time-limit", "1.5").time_limit == 90.0
+    assert _config(cmd).time_limit == 0.0
+
+
+@pytest.mark.parametrize("cmd", ["tokenizer", "dynamics"])
+def test_compile_flag(cmd: str) -> None:
+    assert _config(cmd, "--compile").compile and not _config(cmd).compile

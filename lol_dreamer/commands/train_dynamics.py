@@ -78,5 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fraction of sequences whose frames before a random cut sit at the context level "
         "tau_ctx, as in generation (default %(default)s: pure diffusion forcing as in DreamerV4)",
     )
+    a(
+        "--compile",
+        action="store_true",
+        help="torch.compile the dynamics model (fewer, fused kernels; pays on a GPU, where small "
+        "models are launch-bound; the first steps compile)",
+    )
     add_loop_args(p, steps=20000, batch_size=16, lr=3e-4, save_every=1000, eval_every=500)
     p.set_defaults(func=lazy("lol_dreamer.train_dynamics:run"))

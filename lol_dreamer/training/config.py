@@ -40,6 +40,8 @@ class TrainConfig:
             calibration the run shortens its step count so that the warmup and the cosine end inside
             the budget, and it stops at the budget regardless (final evaluation and checkpoint
             included); the shortened plan is kept in the run state, so ``--resume`` follows it.
+        prefetch: batches drawn ahead in a background thread (-1 = auto: 2 on CUDA with a
+            stateless batch source, else 0). See :mod:`lol_dreamer.training.prefetch`.
     """
 
     steps: int = 1000
@@ -61,6 +63,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     time_limit: float = 0.0
+    prefetch: int = -1
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]

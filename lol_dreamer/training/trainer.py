@@ -48,6 +48,7 @@ from lol_dreamer.training.config import (
     TrainResult,
 )
 from lol_dreamer.training.ema import EMA
+from lol_dreamer.training.prefetch import Prefetcher
 from lol_dreamer.training.run_log import MetricsLog
 from lol_dreamer.training.schedule import WarmupCosine
 from lol_dreamer.training.state import (
@@ -267,6 +268,7 @@ class Trainer:
         if cfg.compile:
             model.compile()
         self.step = 0
+        self.prefetcher: Prefetcher | None = None
         self.last_eval: dict[str, float] = {}
         self.last_saved: int | None = None
 
@@ -346,6 +348,13 @@ class Trainer:
             # to a high learning rate.
             self._replan(planned, int(st.schedule.get("warmup", self.cfg.warmup_steps)))
 
+    def _prefetch_depth(self) -> int:
+        """Batches to draw ahead: ``cfg.prefetch``, or for -1 two on CUDA unless the source keeps state."""
+        if self.cfg.prefetch >= 0:
+            return self.cfg.prefetch
+        stateful = hasattr(self.sampler, "state_dict")  # its checkpointed state must match the step
+        return 2 if self.device.type == "cuda" and not stateful else 0
+
     def _replan(self, total: int, warmup: int | None) -> None:
         """Shorten the run to ``total`` steps; the schedule's warmup and cosine end there instead."""
         total = max(1, min(total, self.cfg.steps))
@@ -412,7 +421,8 @@ class Trainer:
         lr = self.schedule(step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        batch = to_device(self.batch_fn(step), self.device)
+        raw = self.prefetcher.get(step) if self.prefetcher is not None else self.batch_fn(step)
+        batch = to_device(raw, self.device)
         with self.autocast():
             out = self.objective(self.model, batch, step)
         out.loss.backward()
@@ -462,6 +472,10 @@ class Trainer:
             total=self.total, initial=start, disable=not (cfg.progress and self.dist.is_main),
             desc="train", unit="step", dynamic_ncols=True,
         )  # fmt: skip
+        depth = self._prefetch_depth()
+        if depth > 0:
+            pin = self.device.type == "cuda"
+            self.prefetcher = Prefetcher(self.batch_fn, start, depth, pin_memory=pin)
         t0 = time.perf_counter()
         clock = _BudgetClock(cfg.time_limit, start, t0)
         try:
@@ -504,6 +518,9 @@ class Trainer:
                     break
         finally:
             bar.close()
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+                self.prefetcher = None
             if self.writes:
                 self.log.close()
         seconds = time.perf_counter() - t0
