@@ -267,7 +267,8 @@ class Sampler:
         tau = torch.full(h.pos[:, :first].shape, self.tau_ctx_idx, device=self.device)
         _, _, (m, p) = self.model.filter_latents(h.z[:, :first], tau, h.pos[:, :first])
         broken = (h.pos[:, first - 1] != next_pos - 1)[:, None, None]
-        return torch.where(broken, 0.0, m), torch.where(broken, self.model.cfg.latent_scale**2, p)
+        m0, p0 = self.model.filter_prior(m.shape[0], self.device)
+        return torch.where(broken, m0, m), torch.where(broken, p0, p)
 
     def _uncached_pass(
         self,
@@ -430,17 +431,14 @@ class Sampler:
             state.task[idx] = sub.task
         state.pos[idx] = sub.pos
         if state.filter_state is not None or sub.filter_state is not None:
-            # restarted streams continue from their new context; (0, var0) is "no earlier frame"
-            var0 = self.model.cfg.latent_scale**2
+            # restarted streams continue from their new context, or from no earlier frame
+            prior = self.model.filter_prior(state.n_streams, self.device)
             if state.filter_state is None:
-                shape = (state.n_streams, self.model.cfg.n_z, self.model.cfg.d_z)
-                m = torch.zeros(shape, device=self.device)
-                p = torch.full(shape, var0, device=self.device)
+                m, p = prior
             else:
                 m, p = (x.clone() for x in state.filter_state)
-            if sub.filter_state is None:  # an empty restart: no earlier frame
-                m[idx], p[idx] = 0.0, var0
-            else:
+            m[idx], p[idx] = prior[0][idx], prior[1][idx]
+            if sub.filter_state is not None:
                 m[idx], p[idx] = sub.filter_state
             state.filter_state = (m, p)
         if self.use_cache:

@@ -530,6 +530,13 @@ class DynamicsModel(nn.Module):
         assert h.shape[2] == s
         return DynamicsOutput(z1=z1, agent=agent, hidden=h, filter_state=state_out)
 
+    def filter_prior(self, n: int, device: torch.device | str | None = None) -> FilterState:
+        """The filter state of ``n`` streams with no earlier frame: mean 0, variance ``latent_scale²``
+        (the normalised latents' stationary variance), each ``[n, n_z, d_z]`` fp32."""
+        shape = (n, self.cfg.n_z, self.cfg.d_z)
+        m = torch.zeros(shape, device=device)
+        return m, torch.full_like(m, self.cfg.latent_scale**2)
+
     def filter_latents(
         self,
         z: Tensor,
