@@ -7,9 +7,11 @@ that reproduces it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from lol_dreamer.hardware import describe
 from lol_dreamer.io import read_json
 
 
@@ -53,12 +55,31 @@ def _adopted_run(record: dict[str, Any], folder: str) -> dict[str, Any]:
     flow = (cfg.get("objective") or {}).get("flow_frac")
     if flow is not None:
         how.append(f"flow fraction {flow:g}")
+    progress = cfg.get("progress") or {}
+    steps = progress.get("step") or _last_metrics_step(path.parent) or train.get("steps")
+    where = ""
+    if progress.get("hardware"):
+        where = f"{_hms(progress.get('seconds'))} on {describe(progress['hardware'])}"
     return {
-        "steps": train.get("steps"),
+        "steps": steps,
         "batch_size": train.get("batch_size"),
         "arch": (cfg.get("model") or {}).get("arch", "transformer"),
         "how": ", ".join(how),
+        "where": where,
     }
+
+
+def _last_metrics_step(run: Path) -> int | None:
+    """The step of a run's last ``metrics.jsonl`` row (a ``--time-limit`` run stops before
+    ``--steps``), or None."""
+    try:
+        with open(run / "metrics.jsonl", "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read().decode("utf-8", "replace").strip().splitlines()
+        return int(json.loads(tail[-1])["step"]) if tail else None
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
 
 
 # Stages the pipeline can adopt instead of training: stage → (its key in pipeline.json's
@@ -181,7 +202,10 @@ def model_card(
                 detail = f"{own.get('arch', '?')}, adopted"
             else:
                 detail = "adopted" + (f"; {own['how']}" if own.get("how") else "")
-            label, wall = f"{name} ({detail})", "trained separately"
+            label = f"{name} ({detail})"
+            wall = (
+                f"trained separately, {own['where']}" if own.get("where") else "trained separately"
+            )
         elif name == "bc" and s.get("trunk_lr_scale") not in (None, 1.0):
             scale = s["trunk_lr_scale"]
             label = f"bc ({'transformer frozen' if scale == 0 else f'transformer lr × {scale}'})"

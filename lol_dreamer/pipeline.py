@@ -15,13 +15,12 @@ stage, its status, arguments, timings and key metrics.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from lol_dreamer.hardware import hardware
 from lol_dreamer.io import atomic_write_json, read_json
 from lol_dreamer.pipeline_config import PipelineConfig
 from lol_dreamer.pipeline_stages import STAGE_NAMES, STAGES, Paths, Stage
@@ -32,21 +31,6 @@ MARKERS_DIR = "stages"
 
 class StageFailed(RuntimeError):
     """A stage raised; the message names the stage and how to resume."""
-
-
-def hardware() -> dict[str, Any]:
-    """Where the pipeline runs: platform, CPU count, torch version and threads, accelerator."""
-    import torch
-
-    hw: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return hw
 
 
 def marker_path(out: Path, stage: str) -> Path:

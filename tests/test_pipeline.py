@@ -174,6 +174,8 @@ def test_tokenizer_flag_adopts_a_trained_tokenizer(tmp_path, run):
     trained = json.loads((tok / "config.json").read_text())  # the model card reports its own run
     card_row = _adopted_run(rec, "tokenizer")
     assert card_row["steps"] == trained["train"]["steps"] and card_row["arch"] == "transformer"
+    assert trained["progress"]["step"] == trained["train"]["steps"]  # the run says how far it got
+    assert card_row["where"].endswith(f"CPUs (torch {trained['progress']['hardware']['torch']})")
     with pytest.raises(StageFailed, match="not a tokenizer run"):
         run_pipeline(
             quick_config(tmp_path / "R2", data=str(data), tokenizer=str(run.out / "world_model")),

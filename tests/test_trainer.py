@@ -346,3 +346,25 @@ def test_prefetch_auto_is_off_on_cpu_and_for_stateful_sources():
         assert t._prefetch_depth() == want
     t = Trainer(build_toy(TOY), RMSObjective(), ToyData(), _cfg(prefetch=4))
     assert t._prefetch_depth() == 4
+
+
+def test_config_records_progress_seconds_and_hardware_across_a_resume(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _run(run, _cfg(), objective=Interrupt(at=23))
+    first = json.loads((run / "config.json").read_text())["progress"]
+    assert first["step"] == 20 and first["planned_steps"] == 30 and first["seconds"] >= 0
+    assert {"platform", "cpu_count", "torch", "cuda"} <= set(first["hardware"])
+    _run(run, _cfg(), resume=True)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["progress"]["step"] == 30 and cfg["progress"]["seconds"] >= first["seconds"]
+    assert cfg["train"]["steps"] == 30 and cfg["kind"] == "toy"
+    # A time-limited run records the plan it followed, and the model card reads the trained steps.
+    from lol_dreamer.model_card import _adopted_run
+
+    limited = tmp_path / "limited"
+    res = _run(limited, _cfg(steps=100_000, time_limit=1.0, save_every=0), objective=Slow(0.01))
+    prog = json.loads((limited / "config.json").read_text())["progress"]
+    assert prog["step"] == res.step == prog["planned_steps"] < 100_000
+    row = _adopted_run({"folders": {"tokenizer": str(limited)}}, "tokenizer")
+    assert row["steps"] == res.step and "CPUs (torch" in row["where"]

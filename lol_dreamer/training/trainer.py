@@ -320,6 +320,7 @@ class Trainer:
             meta = {"config": json.dumps(model_cfg)} if model_cfg is not None else None
             save_state_dict(self.run_dir / "model.safetensors", self._published_state(), meta)
             self.log.flush()
+            self._write_progress()
         self.last_saved = self.step
         dist_utils.barrier()
 
@@ -373,8 +374,11 @@ class Trainer:
 
     def _write_config(self) -> None:
         cfg_path = self.run_dir / "config.json"
+        self._progress: dict[str, Any] = {}
         if cfg_path.exists() and self.resume:
             old = load_run_config(self.run_dir)
+            if (old.get("progress") or {}).get("step") == self.step:
+                self._progress = old["progress"]  # its seconds carry on from the checkpoint
             for key in ("kind", "model"):
                 if (
                     key in self.run_config
@@ -384,7 +388,28 @@ class Trainer:
                         f"--resume: {cfg_path} has a different {key!r} than this run "
                         f"({old.get(key)} vs {self.run_config[key]}); resume with the original settings or use a new --out"
                     )
-        atomic_write_json(cfg_path, {**self.run_config, "train": self.cfg.to_dict()})
+        self._config = {**self.run_config, "train": self.cfg.to_dict()}
+        if self._progress:
+            self._config["progress"] = self._progress
+        atomic_write_json(cfg_path, self._config)
+        self._seconds_before = float(self._progress.get("seconds", 0.0))
+        self._t_fit = time.perf_counter()
+
+    def _write_progress(self) -> None:
+        """``config.json["progress"]``: where the run is (step, the plan's total steps), the training
+        seconds up to this checkpoint over every invocation, and the hardware of this invocation."""
+        from lol_dreamer.hardware import hardware
+
+        if not hasattr(self, "_config"):  # saved outside fit(): no run configuration written yet
+            return
+        self._config["progress"] = {
+            "step": self.step,
+            "planned_steps": self.total,
+            "seconds": round(self._seconds_before + time.perf_counter() - self._t_fit, 1),
+            "world_size": self.dist.world_size,
+            "hardware": hardware(),
+        }
+        atomic_write_json(self.run_dir / "config.json", self._config)
 
     # ------------------------------------------------------------------------------------ loop
 
