@@ -268,6 +268,9 @@ def test_time_limit_shortens_the_plan_so_the_cosine_ends_inside_the_budget(tmp_p
     again = _run(run, _cfg(steps=100_000, save_every=0), resume=True)
     assert again.start_step == res.step and again.losses == []
     assert "Nothing to do" in again.summary
+    # A new --steps sets a new total, as for any resumed run.
+    more = _run(run, _cfg(steps=res.step + 5, save_every=0), resume=True)
+    assert more.step == res.step + 5 and len(more.losses) == 5
 
 
 def test_time_limit_stops_at_the_budget_and_resume_finishes_the_plan(tmp_path):

@@ -39,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lol_dreamer.checkpoint import load_run_config
+from lol_dreamer.hardware import hardware
 from lol_dreamer.io import atomic_write_json
 from lol_dreamer.training import distributed as dist_utils
 from lol_dreamer.training.config import (
@@ -344,9 +345,10 @@ class Trainer:
             seed_everything(self.cfg.seed + st.step * 7919 + self.dist.rank)
         self.step = self.last_saved = st.step
         planned = int(st.schedule.get("steps", self.cfg.steps))
-        if st.schedule.get("kind") == "warmup_cosine" and planned < self.cfg.steps:
-            # An earlier --time-limit shortened the plan: keep following it rather than jump back
-            # to a high learning rate.
+        asked = (load_run_config(self.run_dir).get("train") or {}).get("steps")
+        if planned < self.cfg.steps == asked and st.schedule.get("kind") == "warmup_cosine":
+            # An earlier --time-limit shortened the plan of these same --steps: keep following it
+            # rather than jump back to a high learning rate (a new --steps sets a new total).
             self._replan(planned, int(st.schedule.get("warmup", self.cfg.warmup_steps)))
 
     def _prefetch_depth(self) -> int:
@@ -398,8 +400,6 @@ class Trainer:
     def _write_progress(self) -> None:
         """``config.json["progress"]``: where the run is (step, the plan's total steps), the training
         seconds up to this checkpoint over every invocation, and the hardware of this invocation."""
-        from lol_dreamer.hardware import hardware
-
         if not hasattr(self, "_config"):  # saved outside fit(): no run configuration written yet
             return
         self._config["progress"] = {
@@ -522,7 +522,7 @@ class Trainer:
                         bar.total = self.total
                         bar.refresh()
                 out_of_time = clock.expired(now)
-                if self.dist.enabled:  # every rank stops at the same step
+                if self.dist.enabled and cfg.time_limit > 0:  # every rank stops at the same step
                     out_of_time = dist_utils.all_reduce_mean(float(out_of_time), self.device) > 0
                 last = self.step == self.total or out_of_time
                 self.stopped_by_time = out_of_time and self.step < self.total
