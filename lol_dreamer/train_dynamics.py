@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["time_every"] = args.time_every
     if getattr(args, "kalman_skip", None):
         overrides["kalman_skip"] = args.kalman_skip == "on"
+    if getattr(args, "zero_init_out", None):
+        overrides["zero_init_out"] = args.zero_init_out == "on"
     if getattr(args, "latent_scale", None):
         overrides["latent_scale"] = args.latent_scale
     if args.resume and (out / "config.json").exists():

@@ -94,3 +94,22 @@ def test_time_limit_on_every_train_command(cmd: str) -> None:
 @pytest.mark.parametrize("cmd", ["tokenizer", "dynamics"])
 def test_compile_flag(cmd: str) -> None:
     assert _config(cmd, "--compile").compile and not _config(cmd).compile
+
+
+def test_dynamics_model_flags() -> None:
+    args = build_parser().parse_args(
+        [
+            "train",
+            "dynamics",
+            *REQUIRED["dynamics"],
+            "--zero-init-out",
+            "on",
+            "--kalman-skip",
+            "off",
+        ]
+    )
+    assert args.zero_init_out == "on" and args.kalman_skip == "off"
+    assert (
+        build_parser().parse_args(["train", "dynamics", *REQUIRED["dynamics"]]).zero_init_out
+        is None
+    )

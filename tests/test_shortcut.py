@@ -514,14 +514,13 @@ def test_kalman_skip_model_starts_at_the_filtered_estimate():
     the state after the last frame."""
     from lol_dreamer.models.dynamics import filter_latents
 
-    cfg = DynamicsConfig.preset("test", n_z=4, d_z=4, context=4, kalman_skip=True, latent_scale=1.0)
+    kw = dict(n_z=4, d_z=4, context=4, kalman_skip=True, latent_scale=1.0)
+    assert DynamicsModel(DynamicsConfig.preset("test", **kw)).z_out.weight.abs().sum() > 0
+    cfg = DynamicsConfig.preset("test", zero_init_out=True, **kw)  # the output layer starts at 0
     model = DynamicsModel(cfg).eval()
     rho = torch.rand(4, 4) * 0.99
     model.set_latent_stats(torch.zeros(4, 4), torch.ones(4, 4), rho)
     torch.testing.assert_close(model.latent_rho, rho)
-    with torch.no_grad():
-        model.z_out.weight.zero_()
-        model.z_out.bias.zero_()
     g = torch.Generator().manual_seed(3)
     z = torch.randn(2, 4, 4, 4, generator=g)
     tau = torch.tensor([[58, 58, 20, 0], [10, 40, 58, 0]])

@@ -178,9 +178,9 @@ def test_kalman_skip_stores_the_measured_frame_correlation(setup, tmp_path):
 
     _root, tok, data = setup
     out = tmp_path / "wm"
-    _train(data, tok, out, 2, "--kalman-skip", "on")
+    _train(data, tok, out, 2, "--kalman-skip", "on", "--zero-init-out", "on")
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["model"]["kalman_skip"] is True
+    assert cfg["model"]["kalman_skip"] is True and cfg["model"]["zero_init_out"] is True
     rho = load_state_dict_file(out / "model.safetensors")["latent_rho"]
     d = cfg["data"]
     split = open_latent_split(data, tok, d["held_out"], d["split_seed"])

@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(DynamicsConfig.kalman_skip; default: the preset's)",
     )
     a(
+        "--zero-init-out",
+        choices=("on", "off"),
+        default=None,
+        help="start the latent output projection at zero, so a fresh model predicts exactly its "
+        "skip term, e.g. the filtered latents (DynamicsConfig.zero_init_out; default: the preset's)",
+    )
+    a(
         "--latent-scale",
         type=float,
         default=None,

@@ -88,6 +88,10 @@ class DynamicsConfig:
             network already predicts "the last frames, denoised" and learns only what changes.
             Needs ``precondition``; the prediction is still the clean latents (x-prediction), the
             loss is unchanged, and the filter's state travels with the sampler's cache.
+        zero_init_out: start the latent output projection at zero, so a fresh preconditioned
+            network predicts exactly its skip term (the filtered latents with ``kalman_skip``)
+            instead of the skip plus random output noise. Initialisation only: loading weights is
+            unaffected.
     """
 
     n_z: int = 64
@@ -109,6 +113,7 @@ class DynamicsConfig:
     precondition: bool = False
     kalman_skip: bool = False
     latent_scale: float = 1.0
+    zero_init_out: bool = False
 
     def __post_init__(self) -> None:
         if not self.latent_scale > 0:
@@ -320,6 +325,9 @@ class DynamicsModel(nn.Module):
         self.grad_checkpointing = False
         self.norm = RMSNorm(d)
         self.z_out = nn.Linear(d, self.group)
+        if c.zero_init_out:
+            nn.init.zeros_(self.z_out.weight)
+            nn.init.zeros_(self.z_out.bias)
         s = c.tokens_per_frame
         self.z_slice = slice(c.s_a + 1, c.s_a + 1 + c.s_z)
         self.agent_slice = slice(s - c.n_agent, s)
