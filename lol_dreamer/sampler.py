@@ -437,8 +437,9 @@ class Sampler:
                 m, p = prior
             else:
                 m, p = (x.clone() for x in state.filter_state)
-            m[idx], p[idx] = prior[0][idx], prior[1][idx]
-            if sub.filter_state is not None:
+            if sub.filter_state is None:  # an empty restart: no earlier frame
+                m[idx], p[idx] = prior[0][idx], prior[1][idx]
+            else:
                 m[idx], p[idx] = sub.filter_state
             state.filter_state = (m, p)
         if self.use_cache:

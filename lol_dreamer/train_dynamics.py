@@ -105,10 +105,9 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"context": args.context} if args.context else {}
     if getattr(args, "time_every", None):
         overrides["time_every"] = args.time_every
-    if getattr(args, "kalman_skip", None):
-        overrides["kalman_skip"] = args.kalman_skip == "on"
-    if getattr(args, "zero_init_out", None):
-        overrides["zero_init_out"] = args.zero_init_out == "on"
+    for switch in ("kalman_skip", "zero_init_out"):  # on/off flags; None keeps the preset's
+        if getattr(args, switch, None):
+            overrides[switch] = getattr(args, switch) == "on"
     if getattr(args, "latent_scale", None):
         overrides["latent_scale"] = args.latent_scale
     if args.resume and (out / "config.json").exists():

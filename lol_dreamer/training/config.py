@@ -39,7 +39,8 @@ class TrainConfig:
         time_limit: wall-clock budget of this invocation in seconds (0 = none). After a short
             calibration the run shortens its step count so that the warmup and the cosine end inside
             the budget, and it stops at the budget regardless (final evaluation and checkpoint
-            included); the shortened plan is kept in the run state, so ``--resume`` follows it.
+            included); the shortened plan is kept in the run state, so ``--resume`` with the same
+            ``steps`` follows it.
         prefetch: batches drawn ahead in a background thread (-1 = auto: 2 on CUDA with a
             stateless batch source, else 0). See :mod:`lol_dreamer.training.prefetch`.
     """

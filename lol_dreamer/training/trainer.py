@@ -396,6 +396,7 @@ class Trainer:
         atomic_write_json(cfg_path, self._config)
         self._seconds_before = float(self._progress.get("seconds", 0.0))
         self._t_fit = time.perf_counter()
+        self._hardware = hardware()  # read once; every checkpoint records it
 
     def _write_progress(self) -> None:
         """``config.json["progress"]``: where the run is (step, the plan's total steps), the training
@@ -407,7 +408,7 @@ class Trainer:
             "planned_steps": self.total,
             "seconds": round(self._seconds_before + time.perf_counter() - self._t_fit, 1),
             "world_size": self.dist.world_size,
-            "hardware": hardware(),
+            "hardware": self._hardware,
         }
         atomic_write_json(self.run_dir / "config.json", self._config)
 
